@@ -1,0 +1,127 @@
+"""Typed configuration: what determines a target, and the sweep grid over targets.
+
+Configs are omegaconf structured configs: YAML is merged onto these dataclasses (unknown keys and wrong
+types are rejected there), then :func:`validate_target` checks the values. After that, code receives
+the typed objects below, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class DataConfig:
+    source: str = "digits"  # a registered data source: digits, folder, hdf5, npz, parquet
+    path: str | None = None  # file or folder for sources that read one
+    resolution: int = 8  # images are resized to resolution x resolution
+    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    key: str | None = None  # hdf5 dataset / npz array / parquet column (source default when null)
+
+
+@dataclass
+class SplitConfig:
+    train_size: int = 64  # members: the first train_size of a seeded permutation of the pool
+    eval_size: int = 64  # members and non-members scored by the attacks (each)
+
+
+@dataclass
+class FamilyConfig:
+    name: str = "ddpm"  # ddpm, smld, vpsde, vesde
+    num_steps: int = 1000  # T: the integer step axis 0..T-1 shared by all families
+    beta_min: float = 0.1  # VP: beta(t) = beta_min + t (beta_max - beta_min); ddpm uses beta/T per step
+    beta_max: float = 20.0
+    sigma_min: float = 0.01  # VE: geometric sigma_min -> sigma_max
+    sigma_max: float = 50.0
+    eps: float = 1e-5  # smallest time of continuous families and of the probability-flow ODE
+
+
+@dataclass
+class ModelConfig:
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
+    layers_per_block: int = 1
+    attention: bool = False  # attention blocks in the lowest-resolution level
+    norm_num_groups: int = 8
+    pretrained: str | None = None  # a diffusers UNet2DModel directory (safetensors) to attack as is
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 0  # linear learning-rate warm-up steps
+    grad_clip: float = 1.0  # 0 disables (plain training only; DP clips per sample)
+    ema_decay: float = 0.0  # 0 disables EMA; the paper uses 0.9999 (ddpm) / 0.999
+
+
+@dataclass
+class DPConfig:
+    epsilon: float = math.inf  # inf = plain training
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    poisson: bool = True
+
+
+@dataclass
+class TargetSpec:
+    """Everything that determines a trained target (its content hash is the target id)."""
+
+    family: FamilyConfig = field(default_factory=FamilyConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train_size: int = 64
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def target_id(self) -> str:
+        """sha256 of the canonical JSON of the spec, first 16 hex digits."""
+        blob = json.dumps(_jsonable(self.to_dict()), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetSpec:
+        return cls(
+            family=FamilyConfig(**d["family"]),
+            model=ModelConfig(**d["model"]),
+            train=TrainConfig(**d["train"]),
+            dp=DPConfig(**d["dp"]),
+            data=DataConfig(**d["data"]),
+            train_size=d["train_size"],
+            seed=d["seed"],
+        )
+
+
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)  # 'inf': JSON has no infinity
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def spec_json(spec: TargetSpec) -> str:
+    return json.dumps(_jsonable(spec.to_dict()), sort_keys=True)
+
+
+def spec_from_json(text: str) -> TargetSpec:
+    def back(x):
+        if isinstance(x, str) and x in ("inf", "-inf", "nan"):
+            return float(x)
+        if isinstance(x, dict):
+            return {k: back(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [back(v) for v in x]
+        return x
+
+    return TargetSpec.from_dict(back(json.loads(text)))

@@ -1,0 +1,156 @@
+"""The results contract: versioned Parquet schemas and atomic writers (pyarrow only, no torch, no ray).
+
+Layout under ``<output>/<sweep name>/``::
+
+    metrics/<trial_id>.parquet   one row per (trial, attack, step)
+    scores/<trial_id>.parquet    one row per (trial, sample, attack, step)
+    targets/<trial_id>.parquet   one row per trial: the trained target and its DP accounting
+    splits/<trial_id>.parquet    one row per sample of the pool that the trial used
+    sweep.yaml                   the resolved sweep configuration
+
+Every file is written whole to a hidden temporary name and renamed into place (a single PUT on object
+stores), so a reader never sees half a trial; pyarrow and pandas skip names starting with ``.``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+TABLES = ("metrics", "scores", "targets", "splits")
+
+METRICS = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("target_id", pa.string()),
+        ("family", pa.string()),
+        ("dataset", pa.string()),
+        ("train_size", pa.int64()),
+        ("eval_size", pa.int64()),
+        ("epsilon", pa.float64()),
+        ("epsilon_spent", pa.float64()),
+        ("seed", pa.int64()),
+        ("attack", pa.string()),
+        ("step", pa.int64()),
+        ("n_members", pa.int64()),
+        ("n_nonmembers", pa.int64()),
+        ("auc", pa.float64()),
+        ("auc_ci_low", pa.float64()),
+        ("auc_ci_high", pa.float64()),
+        ("asr", pa.float64()),
+        ("tpr_at_10pct_fpr", pa.float64()),
+        ("tpr_at_1pct_fpr", pa.float64()),
+        ("tpr_at_1pct_fpr_ci_low", pa.float64()),
+        ("tpr_at_1pct_fpr_ci_high", pa.float64()),
+        ("tpr_at_0_1pct_fpr", pa.float64()),
+        ("tpr_at_0_01pct_fpr", pa.float64()),
+        ("schema_version", pa.int32()),
+    ]
+)
+
+SCORES = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("target_id", pa.string()),
+        ("sample_id", pa.int64()),
+        ("is_member", pa.bool_()),
+        ("attack", pa.string()),
+        ("step", pa.int64()),
+        ("score", pa.float64()),
+        ("statistic", pa.float64()),
+        ("schema_version", pa.int32()),
+    ]
+)
+
+TARGETS = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("target_id", pa.string()),
+        ("family", pa.string()),
+        ("dataset", pa.string()),
+        ("train_size", pa.int64()),
+        ("seed", pa.int64()),
+        ("epsilon", pa.float64()),
+        ("epsilon_spent", pa.float64()),
+        ("delta", pa.float64()),
+        ("noise_multiplier", pa.float64()),
+        ("max_grad_norm", pa.float64()),
+        ("train_steps", pa.int64()),
+        ("batch_size", pa.int64()),
+        ("final_loss", pa.float64()),
+        ("train_seconds", pa.float64()),
+        ("params", pa.int64()),
+        ("checkpoint", pa.string()),
+        ("spec_json", pa.string()),
+        ("schema_version", pa.int32()),
+    ]
+)
+
+SPLITS = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("target_id", pa.string()),
+        ("dataset", pa.string()),
+        ("seed", pa.int64()),
+        ("sample_id", pa.int64()),
+        ("is_member", pa.bool_()),
+        ("in_eval", pa.bool_()),
+        ("schema_version", pa.int32()),
+    ]
+)
+
+SCHEMAS = {"metrics": METRICS, "scores": SCORES, "targets": TARGETS, "splits": SPLITS}
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and path for a local path or a URI (``s3://``, ``gs://``, ``file://``)."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def to_table(rows: list[dict], table: str) -> pa.Table:
+    """Rows (dicts) as a table of the named schema; missing ``schema_version`` is filled in."""
+    schema = SCHEMAS[table]
+    for row in rows:
+        row.setdefault("schema_version", SCHEMA_VERSION)
+    unknown = set().union(*(r.keys() for r in rows)) - set(schema.names) if rows else set()
+    if unknown:
+        raise ValueError(f"{table}: columns not in schema v{SCHEMA_VERSION}: {sorted(unknown)}")
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_atomic(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` so that readers see either nothing or the whole file."""
+    parent = os.path.dirname(path)
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        pq.write_table(table, tmp, filesystem=fs)
+        fs.move(tmp, path)  # rename(2): atomic on one filesystem
+    else:
+        pq.write_table(table, path, filesystem=fs)  # one object PUT: atomic on object stores
+
+
+def write_trial_table(root: str, table: str, trial_id: str, rows: list[dict]) -> str:
+    """Write one trial's rows of ``table`` under ``root`` (``<output>/<sweep>``); returns the path."""
+    fs, base = filesystem(root)
+    path = f"{base}/{table}/{trial_id}.parquet"
+    write_atomic(fs, path, to_table(rows, table))
+    return path
+
+
+def trial_done(root: str, trial_id: str) -> bool:
+    """True when every table of the trial has been written (the metrics file is written last)."""
+    fs, base = filesystem(root)
+    infos = fs.get_file_info([f"{base}/{t}/{trial_id}.parquet" for t in TABLES])
+    return all(i.type == pafs.FileType.File for i in infos)
