@@ -1,0 +1,38 @@
+# mia_ray developer entry points. `make test` and `make quickstart` work from a fresh clone.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+export RAY_DATA_DISABLE_PROGRESS_BARS ?= 1
+
+.PHONY: venv test lint quickstart bench clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+
+# CPU torch first (a plain `torch` may pull a multi-GB CUDA build), then the package with its test extra.
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test,bench]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+quickstart: venv
+	$(BIN)/python -m mia_ray.sweep sweeps/quickstart.yaml
+
+bench: venv
+	$(BIN)/python benchmarks/attacks.py --quick
+	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/scaling.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

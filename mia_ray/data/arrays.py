@@ -1,0 +1,92 @@
+"""``npz``: images in a NumPy ``.npz`` (array ``data.key``) or ``.npy`` file (memory-mapped)."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+
+from ..errors import DataError
+from .base import Source
+from .pixels import as_nchw, check_dtype, layout_of, to_unit
+from .registry import register_source
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npz_header(path, key: str | None) -> tuple[str, tuple[int, ...], np.dtype]:
+    """(key, shape, dtype) of one array in an .npz, read from its header without loading it."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"data.path: cannot open {path} as .npz ({e})") from e
+    with zf:
+        names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+        if not names:
+            raise DataError(f"data.path: {path} holds no arrays")
+        if key is None:
+            key = "images" if "images" in names else names[0]
+        if key not in names:
+            raise DataError(f"data.key: no array {key!r} in {path}; available: {', '.join(names)}")
+        with zf.open(key + ".npy") as fh:
+            reader = _HEADER_READERS.get(np.lib.format.read_magic(fh))
+            if reader is not None:
+                shape, _, dtype = reader(fh)
+                return key, shape, dtype
+    arr = np.load(path)[key]  # rare header versions: load it
+    return key, arr.shape, arr.dtype
+
+
+def _npy(path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise DataError(f"data.path: cannot read {path} as .npy ({' '.join(str(e).split())})") from e
+
+
+@register_source("npz")
+class ArraySource(Source):
+    """uint8 (0..255) or float ([-1, 1]) arrays, NHW, NCHW or NHWC; .npz arrays load once, .npy is mmapped."""
+
+    accepts = "a .npz file (array data.key, default 'images' or the first) or a .npy file"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        suffix = self.path.suffix.lower()
+        if suffix == ".npy":
+            if cfg.key:
+                raise DataError(
+                    f"data.key = {cfg.key!r} does not apply to {self.path}: a .npy file holds one array"
+                )
+            self.key = None
+            arr = _npy(self.path)
+            shape, dtype = arr.shape, arr.dtype
+        elif suffix == ".npz":
+            self.key, shape, dtype = _npz_header(self.path, cfg.key)
+        else:
+            raise DataError(
+                f"data.path: {self.path} is not a .npz or .npy file; source 'npz' reads {self.accepts}"
+            )
+        check_dtype(dtype, self.where())
+        self.layout = layout_of(shape, self.where())
+        self.n = int(shape[0])
+        if self.n == 0:
+            raise DataError(f"data.path: {self.where()} holds no images")
+        self._array: np.ndarray | None = None
+
+    def where(self) -> str:
+        return str(self.path) if self.key is None else f"{self.path} array {self.key!r}"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _full(self) -> np.ndarray:
+        if self._array is None:
+            self._array = _npy(self.path) if self.key is None else np.load(self.path)[self.key]
+        return self._array
+
+    def _read(self, ids: np.ndarray) -> np.ndarray:
+        return as_nchw(to_unit(np.asarray(self._full()[ids]), self.where()), self.layout)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}  # ship the path, not the pixels

@@ -1,0 +1,76 @@
+"""The Source interface: a fixed, indexable pool of images read on demand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import ConfigError, DataError
+from .pixels import fit
+
+
+class Source:
+    """A pool of images addressed by integer sample ids ``0 .. len(self) - 1``.
+
+    Subclasses validate what is cheap in ``__init__`` (path, key, shape, dtype) and implement
+    ``__len__`` and ``_read(ids)``, which returns float32 images in [-1, 1] at their native size:
+    one ``[n, C, H, W]`` array, or a list of ``[C, H, W]`` arrays when sizes may differ.
+    Sources hold no open file handles, so they pickle cheaply (e.g. to Ray actors).
+    """
+
+    name: ClassVar[str] = ""
+    needs_path: ClassVar[bool] = True
+    accepts: ClassVar[str] = ""  # what data.path should be, for error messages
+
+    def __init__(self, cfg: DataConfig):
+        if cfg.channels not in (1, 3):
+            raise ConfigError(f"data.channels = {cfg.channels!r}; allowed: 1 (grayscale) or 3 (RGB)")
+        if not isinstance(cfg.resolution, int) or cfg.resolution < 1:
+            raise ConfigError(f"data.resolution = {cfg.resolution!r}; allowed: a positive integer")
+        self.cfg = cfg
+        self.path: Path | None = self._require_path(cfg) if self.needs_path else None
+
+    def _require_path(self, cfg: DataConfig) -> Path:
+        if not cfg.path:
+            raise DataError(
+                f"data.path is required for source {self.name!r} ({self.accepts}); "
+                "set data.path=/path/to/data"
+            )
+        path = Path(cfg.path).expanduser().absolute()
+        if not path.exists():
+            raise DataError(f"data.path: {path} does not exist (source {self.name!r} reads {self.accepts})")
+        return path
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _read(self, ids: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        raise NotImplementedError
+
+    def load(self, ids) -> np.ndarray:
+        """Images ``ids`` (any order, repeats allowed) as float32 ``[n, channels, res, res]`` in [-1, 1]."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        c, r, n = self.cfg.channels, self.cfg.resolution, len(self)
+        if ids.size == 0:
+            return np.empty((0, c, r, r), dtype=np.float32)
+        bad = ids[(ids < 0) | (ids >= n)]
+        if bad.size:
+            raise DataError(f"{self.describe()}: sample id {int(bad[0])} is outside [0, {n})")
+        x = self._read(ids)
+        if isinstance(x, list):
+            return np.concatenate([fit(img[None], c, r) for img in x])
+        return fit(x, c, r)
+
+    def where(self) -> str:
+        """How error messages name this source's data (file, and key when there is one)."""
+        return str(self.path) if self.path is not None else self.name
+
+    def describe(self) -> str:
+        c, r = self.cfg.channels, self.cfg.resolution
+        return f"{self.name} {self.where()} ({len(self)} images -> {c}x{r}x{r})"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"

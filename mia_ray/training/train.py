@@ -1,0 +1,129 @@
+"""Train a target: Adam with warm-up, grad-clip and EMA; DP-SGD through Opacus when epsilon < inf."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import UNet2DModel
+
+from ..config import TargetSpec
+from ..families import make_family
+from ..models import NoiseNet, build_unet, count_params, pick_device
+from ..progress import Progress
+
+
+@dataclass
+class TrainResult:
+    unet: UNet2DModel  # plain UNet2DModel (EMA weights when EMA is on), on CPU, eval mode
+    final_loss: float  # mean training loss over the last 10% of steps
+    train_steps: int
+    train_seconds: float
+    epsilon_spent: float = math.inf
+    noise_multiplier: float = 0.0
+    params: int = 0
+
+
+def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bool = True) -> TrainResult:
+    """Train ``spec``'s model on ``images`` (the members, float32 NCHW in [-1, 1]); seeded."""
+    device = torch.device(device) if device is not None else pick_device()
+    torch.manual_seed(spec.seed)
+    gen = torch.Generator().manual_seed(spec.seed)
+    unet = build_unet(spec.model, images.shape[-1], images.shape[1]).to(device).train()
+    data = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    family = make_family(spec.family)
+    opt = torch.optim.Adam(unet.parameters(), lr=spec.train.lr)
+    warm = max(spec.train.warmup, 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    ema = copy.deepcopy(unet).eval().requires_grad_(False) if spec.train.ema_decay > 0 else None
+    dp = math.isfinite(spec.dp.epsilon)
+    if dp:
+        model, opt, batches, engine = _make_private(unet, opt, data, spec, gen)
+    else:
+        model, engine = unet, None
+        batches = _shuffled_batches(len(data), spec.train.batch_size, gen)
+    net = NoiseNet(model)
+    amp = device.type == "cuda" and not dp
+    losses, t0 = [], time.monotonic()
+    with Progress(spec.train.steps, f"train {spec.family.name} n={spec.train_size} eps={spec.dp.epsilon}",
+                  enabled=progress) as bar:
+        for _ in range(spec.train.steps):
+            idx = next(batches)
+            if len(idx) == 0:  # Poisson sampling can draw an empty batch: nothing to learn from
+                continue
+            x0 = data[idx].to(device)
+            steps = family.sample_train(len(idx), gen).to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+            with ctx:
+                loss = family.loss(net, x0, steps, noise).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if not dp and spec.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(unet.parameters(), spec.train.grad_clip)
+            opt.step()
+            sched.step()
+            if ema is not None:
+                _ema_update(ema, unet, spec.train.ema_decay)
+            losses.append(loss.item())
+            bar.update(1, loss=losses[-1])
+    seconds = time.monotonic() - t0
+    tail = losses[-max(1, len(losses) // 10):] or [math.nan]
+    trained = ema if ema is not None else unet
+    plain = build_unet(spec.model, images.shape[-1], images.shape[1])
+    plain.load_state_dict({k: v.detach().cpu() for k, v in trained.state_dict().items()})
+    result = TrainResult(plain.eval(), float(np.mean(tail)), len(losses), seconds, params=count_params(plain))
+    if engine is not None:
+        result.epsilon_spent = float(engine.get_epsilon(spec.dp.delta))
+        result.noise_multiplier = float(opt.noise_multiplier)
+    return result
+
+
+def _shuffled_batches(n: int, batch_size: int, gen: torch.Generator):
+    """Endless epochs of a seeded permutation, cut into batches of batch_size (the last may be short)."""
+    bs = min(batch_size, n)
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, bs):
+            yield perm[i : i + bs]
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - decay)
+
+
+def _make_private(unet, opt, data, spec: TargetSpec, gen):
+    """Opacus DP-SGD: noise calibrated to (epsilon, delta) over the planned steps, Poisson sampling."""
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    index = TensorDataset(torch.arange(len(data)))
+    bs = min(spec.train.batch_size, len(data))
+    loader = DataLoader(index, batch_size=bs, shuffle=True, generator=gen)
+    epochs = max(1, math.ceil(spec.train.steps / len(loader)))
+    engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+    model, dp_opt, dp_loader = engine.make_private_with_epsilon(
+        module=unet,
+        optimizer=opt,
+        data_loader=loader,
+        target_epsilon=spec.dp.epsilon,
+        target_delta=spec.dp.delta,
+        epochs=epochs,
+        max_grad_norm=spec.dp.max_grad_norm,
+        poisson_sampling=spec.dp.poisson,
+        noise_generator=torch.Generator().manual_seed(spec.seed + 1),
+    )
+
+    def batches():
+        while True:
+            for (idx,) in dp_loader:
+                yield idx
+
+    return model, dp_opt, batches(), engine

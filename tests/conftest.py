@@ -1,0 +1,33 @@
+"""Shared fixtures: small digits data and tiny model configs that train in seconds on 2 CPU cores."""
+
+import os
+
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from mia_ray.config import DataConfig, FamilyConfig, ModelConfig, TargetSpec, TrainConfig  # noqa: E402
+
+torch.set_num_threads(2)
+
+TINY_MODEL = ModelConfig(block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8)
+
+
+def tiny_spec(family="ddpm", steps=50, train_size=64, **kw) -> TargetSpec:
+    return TargetSpec(
+        family=FamilyConfig(name=family),
+        model=TINY_MODEL,
+        train=TrainConfig(steps=steps, batch_size=64, lr=2e-3),
+        data=DataConfig(source="digits"),
+        train_size=train_size,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="session")
+def digits64() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return (load_digits().images[:64] / 16 * 2 - 1).astype(np.float32)[:, None]
