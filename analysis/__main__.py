@@ -1,0 +1,31 @@
+"""``python -m analysis RESULTS_DIR [--out DIR]``: figures, CSV tables and report.html; prints the tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analysis.loader import AnalysisError, load
+from analysis.report import _title, build_report
+from analysis.tables import to_markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser.add_argument("results_dir", help="a sweep's results directory: <output_dir>/<sweep name>")
+    parser.add_argument("--out", default=None, help="where to write the report (default RESULTS_DIR/report)")
+    args = parser.parse_args(argv)
+    try:
+        path, tables = build_report(load(args.results_dir), args.out)
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, frame in tables.items():
+        print(f"\n## {_title(name)}\n")
+        print(to_markdown(frame) if len(frame) else "(no rows)")
+    print(f"\nreport: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Open a results directory (``<output>/<sweep name>/``) and check that it is one we can read.
+
+Metrics and targets are small and read at once; scores and splits can be large (steps x samples x trials)
+and are read on first use, or in slices with :func:`read_scores`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from mia_ray.results import SCHEMA_VERSION, SCHEMAS, filesystem
+
+
+class AnalysisError(ValueError):
+    """A directory that cannot be analysed; the message is one line naming it and what was expected."""
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+@dataclass(repr=False)
+class Results:
+    """The four tables of one sweep, plus its resolved config (``sweep.yaml``) as text."""
+
+    root: str
+    metrics: pd.DataFrame
+    targets: pd.DataFrame
+    config_text: str
+    fs: pafs.FileSystem = field(repr=False)
+    base: str = field(repr=False)
+
+    @cached_property
+    def scores(self) -> pd.DataFrame:
+        """Every per-sample score of the sweep (can be large: prefer :func:`read_scores` with filters)."""
+        return read_scores(self)
+
+    @cached_property
+    def splits(self) -> pd.DataFrame:
+        """The saved member / non-member sample ids of every trial."""
+        return _read(self, "splits")
+
+    def __repr__(self) -> str:
+        trials = self.metrics["trial_id"].nunique()
+        return f"Results(root={self.root!r}, trials={trials}, metric rows={len(self.metrics)})"
+
+    @property
+    def sweep_name(self) -> str:
+        names = self.metrics["sweep"].dropna().unique()
+        return ", ".join(map(str, names)) if len(names) else self.root
+
+
+def _parquet_files(fs: pafs.FileSystem, base: str, table: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
+    return sorted(
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File
+        and i.base_name.endswith(".parquet")
+        and not i.base_name.startswith((".", "_"))
+    )
+
+
+def _dataset(fs: pafs.FileSystem, base: str, table: str) -> ds.Dataset | None:
+    files = _parquet_files(fs, base, table)
+    return ds.dataset(files, filesystem=fs, format="parquet") if files else None
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    df = table.to_pandas()
+    if "step" in df.columns:
+        df["step"] = df["step"].astype("Int64")  # null for step-free attacks
+    return df
+
+
+def _empty(table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    schema = SCHEMAS[table]
+    names = columns or schema.names
+    return _to_frame(pa.Table.from_pylist([], schema=pa.schema([schema.field(n) for n in names])))
+
+
+def _read(results: Results, table: str, filter_=None, columns=None) -> pd.DataFrame:
+    dataset = _dataset(results.fs, results.base, table)
+    if dataset is None:
+        return _empty(table, columns)
+    try:
+        return _to_frame(dataset.to_table(columns=columns, filter=filter_))
+    except (pa.ArrowException, OSError) as exc:
+        raise AnalysisError(f"{results.root}/{table}: cannot read Parquet: {_one_line(exc)}") from exc
+
+
+def _isin(column: str, values) -> ds.Expression:
+    values = [values] if isinstance(values, (str, int)) or not isinstance(values, Iterable) else list(values)
+    return pc.field(column).isin(values)
+
+
+def read_scores(
+    results: Results,
+    attack: str | Iterable[str] | None = None,
+    step: int | Iterable[int] | None = None,
+    trial_id: str | Iterable[str] | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of ``scores/`` matching every filter given (a value or a list of values), read lazily."""
+    filters = [
+        _isin(name, value)
+        for name, value in (("attack", attack), ("step", step), ("trial_id", trial_id))
+        if value is not None
+    ]
+    expr = None
+    for f in filters:
+        expr = f if expr is None else expr & f
+    return _read(results, "scores", expr, columns)
+
+
+def _check_columns(root: str, table: str, names: list[str]) -> None:
+    missing = [n for n in SCHEMAS[table].names if n not in names]
+    if missing:
+        raise AnalysisError(
+            f"{root}/{table}: missing columns {missing}; expected mia_ray results schema v{SCHEMA_VERSION}"
+        )
+
+
+def _check_versions(root: str, table: str, versions: Iterable) -> None:
+    found = sorted({int(v) for v in versions if v is not None and not pd.isna(v)})
+    if found and found != [SCHEMA_VERSION]:
+        raise AnalysisError(
+            f"{root}/{table}: schema_version {', '.join(map(str, found))}, "
+            f"but this analysis reads schema_version {SCHEMA_VERSION}"
+        )
+
+
+def _score_versions(fs: pafs.FileSystem, files: list[str]) -> list:
+    """schema_version of each scores file from Parquet statistics (no need to read the scores)."""
+    versions = []
+    for path in files:
+        with fs.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+        idx = meta.schema.to_arrow_schema().get_field_index("schema_version")
+        if idx < 0:
+            continue
+        for rg in range(meta.num_row_groups):
+            stats = meta.row_group(rg).column(idx).statistics
+            if stats is not None and stats.has_min_max:
+                versions += [stats.min, stats.max]
+            else:  # no statistics: read that one column
+                versions += pq.read_table(path, columns=["schema_version"], filesystem=fs)[0].to_pylist()
+                break
+    return versions
+
+
+def _read_config(fs: pafs.FileSystem, base: str) -> str:
+    try:
+        with fs.open_input_stream(f"{base}/sweep.yaml") as f:
+            return f.read().decode("utf-8", errors="replace")
+    except (FileNotFoundError, OSError):
+        return ""
+
+
+def load(results_dir: str) -> Results:
+    """Open ``results_dir`` (``<output>/<sweep name>/``, a local path or a URI) for analysis.
+
+    Raises :class:`AnalysisError` when it is missing, is not a mia_ray results directory, or was
+    written with another ``schema_version``.
+    """
+    root = str(results_dir).rstrip("/")
+    try:
+        fs, base = filesystem(root)
+        info = fs.get_file_info(base)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise AnalysisError(f"cannot open results directory {root}: {_one_line(exc)}") from exc
+    if info.type == pafs.FileType.NotFound:
+        raise AnalysisError(f"results directory not found: {root}")
+    if info.type != pafs.FileType.Directory:
+        raise AnalysisError(f"{root} is not a directory; expected a results directory <output>/<sweep name>/")
+    if not _parquet_files(fs, base, "metrics"):
+        sweeps = [
+            i.base_name
+            for i in fs.get_file_info(pafs.FileSelector(base))
+            if i.type == pafs.FileType.Directory and _parquet_files(fs, i.path, "metrics")
+        ]
+        hint = f"; it holds the sweeps {', '.join(sorted(sweeps))}: pass {root}/<sweep>" if sweeps else ""
+        raise AnalysisError(
+            f"{root} is not a mia_ray results directory: no metrics/*.parquet "
+            f"(expected metrics/, scores/, targets/, splits/ written by python -m mia_ray.sweep){hint}"
+        )
+    results = Results(root, _empty("metrics"), _empty("targets"), _read_config(fs, base), fs, base)
+    for table in ("metrics", "targets", "splits", "scores"):
+        dataset = _dataset(fs, base, table)
+        if dataset is None:
+            continue
+        names = dataset.schema.names
+        if "schema_version" in names:
+            if table == "scores":
+                versions = _score_versions(fs, _parquet_files(fs, base, table))
+            else:
+                versions = _read(results, table, columns=["schema_version"])["schema_version"]
+            _check_versions(root, table, versions)
+        _check_columns(root, table, names)
+    results.metrics = _read(results, "metrics")
+    results.targets = _read(results, "targets")
+    return results

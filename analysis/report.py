@@ -1,0 +1,112 @@
+"""One self-contained HTML report per sweep: summary tables, embedded figures and the sweep's config."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import os
+
+import numpy as np
+
+from analysis.figures import FIGURES, write_figures
+from analysis.loader import Results, load
+from analysis.plot_style import ordered_families
+from analysis.tables import all_tables, attacks, format_table, write_csvs
+
+TABLE_TITLES = {
+    "loss_best_step": "Loss attack: the best diffusion step of each setting",
+    "likelihood": "Likelihood attack",
+    "dp": "Differential privacy: budget spent, utility and leakage",
+}
+NOTE = (
+    "Members are the positive class. Metrics are means over seeds; the best step has the highest mean AUC. "
+    "n/a: a TPR at an FPR below 1/(number of non-members) is undefined. ε = ∞: trained without DP."
+)
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.7em; text-align: right; }
+th { background: #f4f4f4; }
+figure { margin: 1.5em 0; } img { max-width: 100%; border: 1px solid #eee; }
+figcaption, .meta, .note { color: #555; font-size: 0.9em; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def _title(name: str) -> str:
+    if name in TABLE_TITLES:
+        return TABLE_TITLES[name]
+    attack = name.removesuffix("_best_step")
+    return f"{attack} attack" + (": the best step of each setting" if attack != name else "")
+
+
+def _summary(results: Results) -> str:
+    m = results.metrics
+    eps = ", ".join("∞" if np.isinf(e) else f"{e:g}" for e in sorted(m["epsilon"].dropna().unique()))
+    parts = [
+        f"{m['trial_id'].nunique()} trials",
+        "families: " + ", ".join(ordered_families(m["family"].dropna().unique())),
+        "training-set sizes: " + ", ".join(str(s) for s in sorted(m["train_size"].dropna().unique())),
+        f"ε: {eps}",
+        "attacks: " + ", ".join(attacks(results)),
+    ]
+    return " · ".join(parts)
+
+
+def _embed(path: str) -> str:
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+
+
+def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
+    """The report as one HTML string (PNG images embedded as data URIs)."""
+    name = html.escape(results.sweep_name)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    out = [
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mia_ray report: {name}</title>',
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>Membership inference of diffusion models: {name}</h1>",
+        f'<p class="meta">{html.escape(results.root)} · {html.escape(_summary(results))} · {stamp}</p>',
+        "<h2>Tables</h2>",
+        f'<p class="note">{html.escape(NOTE)}</p>',
+    ]
+    for key, frame in tables.items():
+        out.append(f'<h3 id="table-{key}">{html.escape(_title(key))}</h3>')
+        out.append(format_table(frame).to_html(index=False, border=0, na_rep="n/a"))
+    out.append("<h2>Figures</h2>")
+    for key, path in figures.items():
+        caption = html.escape(FIGURES[key][1])
+        out.append(f'<figure id="figure-{key}"><img src="{_embed(path)}" alt="{key}">')
+        out.append(f"<figcaption>{caption} ({html.escape(os.path.basename(path))})</figcaption></figure>")
+    out.append("<h2>Sweep configuration (sweep.yaml)</h2>")
+    config = results.config_text.strip() or "(no sweep.yaml in the results directory)"
+    out.append(f"<pre>{html.escape(config)}</pre></body></html>")
+    return "\n".join(out)
+
+
+def default_out_dir(results: Results) -> str:
+    """``<results_dir>/report``, or ``./<sweep>_report`` for results on an object store."""
+    if "://" in results.root and not results.root.startswith("file://"):
+        return os.path.abspath(f"{os.path.basename(results.root)}_report")
+    return os.path.join(results.root.removeprefix("file://"), "report")
+
+
+def build_report(results: Results, out_dir: str | None = None) -> tuple[str, dict]:
+    """Write CSV tables, PNG figures and ``report.html`` into ``out_dir``; returns (html path, tables)."""
+    out_dir = out_dir or default_out_dir(results)
+    os.makedirs(out_dir, exist_ok=True)
+    tables = all_tables(results)
+    write_csvs(tables, out_dir)
+    figures = write_figures(results, out_dir)
+    path = os.path.join(out_dir, "report.html")
+    tmp = os.path.join(out_dir, ".report.html.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(render_html(results, tables, figures))
+    os.replace(tmp, path)  # a reader never sees half a report
+    return path, tables
+
+
+def write_report(results_dir: str, out_dir: str | None = None) -> str:
+    """Analyse ``results_dir`` and write its report (default ``<results_dir>/report/``); returns its path."""
+    return build_report(load(results_dir), out_dir)[0]

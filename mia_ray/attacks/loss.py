@@ -1,0 +1,56 @@
+"""Loss attack (Hu & Pang §4.1): score = -(training loss of x0 at step t), optionally averaged over draws."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import noise as keyed
+from ..errors import ConfigError
+from .base import ATTACKS, Attack, AttackOutput
+
+
+@dataclass
+class LossParams:
+    steps: list[int] = field(default_factory=lambda: [0, 50, 100, 200, 300, 500, 700, 999])
+    draws: int = 1  # K noise draws averaged per (sample, step); K = 1 is the paper
+    seed: int = 0  # noise of (sample, step, draw) is a function of (seed, sample_id, step, draw)
+    max_batch: int = 1024  # model forward batch (samples x steps x draws are flattened into it)
+
+
+@ATTACKS.register("loss")
+class LossAttack(Attack):
+    Params = LossParams
+
+    def steps(self, params):
+        return list(params.steps)
+
+    def validate(self, params, num_steps, key):
+        if not params.steps:
+            raise ConfigError(f"{key}.steps is empty; allowed: integers in 0..{num_steps - 1}")
+        bad = [s for s in params.steps if not 0 <= s < num_steps]
+        if bad:
+            raise ConfigError(f"{key}.steps has {bad[:5]} outside the allowed range 0..{num_steps - 1}")
+        if params.draws < 1 or params.max_batch < 1:
+            raise ConfigError(f"{key}.draws and {key}.max_batch must be >= 1")
+
+    @torch.no_grad()
+    def run(self, adapter, images, sample_ids, params):
+        dev = adapter.device
+        x0 = images.to(dev)
+        ids = sample_ids.to(dev, torch.int64)
+        steps = torch.as_tensor(params.steps, dtype=torch.int64, device=dev)
+        b, s, k = len(x0), len(steps), params.draws
+        # flat work list: sample-major, then step, then draw
+        si = torch.arange(b, device=dev).repeat_interleave(s * k)
+        st = steps.repeat_interleave(k).repeat(b)
+        dr = torch.arange(k, device=dev).repeat(b * s)
+        out = torch.empty(b * s * k, device=dev)
+        for lo in range(0, len(si), params.max_batch):
+            sl = slice(lo, lo + params.max_batch)
+            keys = keyed.combine(params.seed, ids[si[sl]], st[sl], dr[sl])
+            z = keyed.normal(keys, tuple(x0.shape[1:]), dtype=x0.dtype)
+            out[sl] = adapter.loss(x0[si[sl]], st[sl], z).float()
+        loss = out.view(b, s, k).mean(2).T.double().cpu().numpy()  # [steps, batch]
+        return AttackOutput(list(params.steps), -loss, loss)

@@ -1,0 +1,51 @@
+"""Score one batch with every requested attack and step: the pure call behind the Ray actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .base import ATTACKS, ModelAdapter
+
+NO_STEP = -1  # the step column's value for step-free attacks (null in Parquet)
+
+
+@dataclass
+class AttackSpec:
+    name: str
+    params: object  # the attack's Params dataclass
+    max_samples: int | None = None  # only rows with rank < max_samples (per class) get this attack
+
+
+def score_batch(adapter: ModelAdapter, batch: dict, attacks: list[AttackSpec]) -> dict[str, np.ndarray]:
+    """Long-format scores of a batch (``image``, ``sample_id``, ``is_member``, optional ``rank``).
+
+    Returns columns sample_id, is_member, attack, step (NO_STEP for step-free attacks), score, statistic.
+    """
+    images = torch.as_tensor(np.asarray(batch["image"], dtype=np.float32))
+    ids = torch.as_tensor(np.asarray(batch["sample_id"], dtype=np.int64))
+    member = np.asarray(batch["is_member"], dtype=bool)
+    rank = np.asarray(batch.get("rank", np.zeros(len(ids), dtype=np.int64)))
+    names = ("sample_id", "is_member", "attack", "step", "score", "statistic")
+    cols: dict[str, list] = {k: [] for k in names}
+    for spec in attacks:
+        keep = np.ones(len(ids), bool) if spec.max_samples is None else rank < spec.max_samples
+        if not keep.any():
+            continue
+        sel = torch.from_numpy(np.flatnonzero(keep))
+        out = ATTACKS.get(spec.name)().run(adapter, images[sel], ids[sel], spec.params)
+        for i, step in enumerate(out.steps):
+            n = len(sel)
+            cols["sample_id"].append(ids[sel].numpy())
+            cols["is_member"].append(member[keep])
+            cols["attack"].append(np.full(n, spec.name, dtype=object))
+            cols["step"].append(np.full(n, NO_STEP if step is None else step, dtype=np.int64))
+            cols["score"].append(np.asarray(out.score[i], dtype=np.float64))
+            cols["statistic"].append(np.asarray(out.statistic[i], dtype=np.float64))
+    empty = {"attack": object, "step": np.int64, "sample_id": np.int64, "is_member": bool}
+    return {
+        k: np.concatenate(v) if v else np.array([], dtype=empty.get(k, np.float64))
+        for k, v in cols.items()
+    }

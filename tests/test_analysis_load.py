@@ -1,0 +1,116 @@
+"""analysis.load: the four tables, lazy scores, and one-line errors on directories it cannot read."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_analysis_fixture import N, build_results
+
+import analysis
+from analysis.__main__ import main
+from mia_ray.results import SCHEMA_VERSION
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> str:
+    return build_results(str(tmp_path_factory.mktemp("out") / "fixture"))
+
+
+def test_load_returns_the_four_tables_and_the_config(results_dir):
+    r = analysis.load(results_dir)
+    assert len(r.metrics) == 8 * 6 and len(r.targets) == 8
+    assert set(r.metrics["attack"]) == {"loss", "likelihood"}
+    assert r.metrics.loc[r.metrics["attack"] == "likelihood", "step"].isna().all()
+    assert r.metrics["step"].dtype == "Int64"
+    assert "grid:" in r.config_text and r.sweep_name == "fixture"
+    assert "scores" not in r.__dict__  # scores are read on first use only
+    assert len(r.scores) == 8 * 6 * 2 * N
+    assert len(r.splits) == sum(ts + N for ts in (200, 800) for _ in range(4))
+    assert "trials=8" in repr(r)
+
+
+def test_read_scores_filters_rows_and_columns(results_dir):
+    r = analysis.load(results_dir)
+    s = analysis.read_scores(r, attack="loss", step=[200, 500], trial_id="ddpm-200-nodp", columns=["score"])
+    assert list(s.columns) == ["score"] and len(s) == 2 * 2 * N
+    lik = analysis.read_scores(r, attack="likelihood")
+    assert len(lik) == 8 * 2 * N and lik["step"].isna().all()
+
+
+def _error(path) -> str:
+    with pytest.raises(analysis.AnalysisError) as info:
+        analysis.load(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path).rstrip("/") in message
+    return message
+
+
+def test_missing_directory(tmp_path):
+    assert "not found" in _error(tmp_path / "nope")
+
+
+def test_a_file_is_not_a_results_directory(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    assert "not a directory" in _error(tmp_path / "f.txt")
+
+
+def test_foreign_directory(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "notes.csv").write_text("a,b\n")
+    assert "not a mia_ray results directory" in _error(tmp_path)
+    assert "metrics/*.parquet" in _error(tmp_path)
+
+
+def test_the_output_dir_above_a_sweep_names_the_sweeps(results_dir):
+    parent = os.path.dirname(results_dir)
+    assert "holds the sweeps fixture" in _error(parent)
+
+
+def test_wrong_schema_version(tmp_path):
+    root = build_results(str(tmp_path / "v2"), schema_version=SCHEMA_VERSION + 1)
+    message = _error(root)
+    assert (
+        f"schema_version {SCHEMA_VERSION + 1}" in message
+        and f"reads schema_version {SCHEMA_VERSION}" in message
+    )
+
+
+def test_missing_columns(tmp_path):
+    os.makedirs(tmp_path / "metrics")
+    pq.write_table(
+        pa.table({"auc": [0.5], "schema_version": [SCHEMA_VERSION]}), tmp_path / "metrics" / "t.parquet"
+    )
+    assert "missing columns" in _error(tmp_path)
+
+
+def test_cli_reports_a_bad_directory_in_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: results directory not found") and err.count("\n") == 1
+
+
+def test_analysis_never_imports_torch_or_ray(results_dir, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import runpy, sys
+        sys.modules["torch"] = None  # any import of torch or ray now fails loudly
+        sys.modules["ray"] = None
+        import analysis, analysis.figures, analysis.report, analysis.tables
+        sys.argv = ["analysis", {results_dir!r}, "--out", {str(tmp_path / "report")!r}]
+        try:
+            runpy.run_module("analysis", run_name="__main__")
+        except SystemExit as exit:
+            assert exit.code in (0, None), exit.code
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray") and sys.modules[m])
+        assert not heavy, heavy
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "report" / "report.html").is_file()

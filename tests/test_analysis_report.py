@@ -1,0 +1,78 @@
+"""Figures are written and readable; the HTML report holds every figure, table and the config."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+
+import matplotlib.image as mpimg
+import pytest
+from test_analysis_fixture import SWEEP_YAML, build_results
+
+import analysis
+from analysis import figures
+from analysis.__main__ import main
+
+ALL_FIGURES = ["tpr_vs_step", "roc_loss", "vs_train_size", "vs_epsilon", "roc_likelihood"]
+TABLES = ["loss_best_step", "likelihood", "dp"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> tuple[str, str, str]:
+    """``python -m analysis RESULTS_DIR`` once: (results dir, report path, what it printed)."""
+    results_dir = build_results(str(tmp_path_factory.mktemp("out") / "fixture"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([results_dir]) == 0
+    return results_dir, os.path.join(results_dir, "report", "report.html"), printed.getvalue()
+
+
+def test_cli_prints_the_tables_and_the_report_path(cli_run):
+    _, report, printed = cli_run
+    assert printed.rstrip().endswith(f"report: {report}")
+    assert "## Loss attack: the best diffusion step of each setting" in printed and "| ddpm" in printed
+    assert "## Differential privacy" in printed and "∞ (no DP)" in printed
+
+
+def test_every_figure_is_written_and_non_empty(cli_run):
+    out_dir = os.path.dirname(cli_run[1])
+    for name in ALL_FIGURES:
+        image = mpimg.imread(os.path.join(out_dir, f"{name}.png"))
+        assert image.shape[0] >= 400 and image.shape[1] >= 600, name
+        assert image[..., :3].std() > 0.05, f"{name} looks blank"
+    assert sorted(f for f in os.listdir(out_dir) if f.endswith(".csv")) == sorted(f"{t}.csv" for t in TABLES)
+
+
+def test_report_embeds_every_figure_table_and_the_config(cli_run):
+    html = open(cli_run[1], encoding="utf-8").read()
+    assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', html)) == len(
+        ALL_FIGURES
+    )
+    for name in ALL_FIGURES:
+        assert f'id="figure-{name}"' in html
+    for name in TABLES:
+        assert f'id="table-{name}"' in html
+    assert html.count("<table") == len(TABLES)
+    for text in ("TPR@1%FPR", "best step", "ε spent", "final loss", "∞ (no DP)", "n/a", "1.000", "0.920"):
+        assert text in html, text
+    assert "epsilon: [.inf, 1.0]" in html and SWEEP_YAML.splitlines()[0] in html
+
+
+def test_roc_at_requested_steps(cli_run, tmp_path):
+    path = figures.roc_loss(analysis.load(cli_run[0]), str(tmp_path), steps=[190, 999])
+    assert path == str(tmp_path / "roc_loss.png") and os.path.getsize(path) > 10_000
+
+
+def test_figures_that_lack_data_are_skipped(tmp_path):
+    one_setting = build_results(
+        str(tmp_path / "one"), keep=lambda t: t.endswith("-200-nodp"), likelihood=False
+    )
+    r = analysis.load(one_setting)
+    out = str(tmp_path / "figs")
+    assert figures.vs_train_size(r, out) is None  # one training-set size
+    assert figures.vs_epsilon(r, out) is None  # one epsilon
+    assert figures.roc_likelihood(r, out) is None  # no likelihood attack
+    html = open(analysis.write_report(one_setting, out), encoding="utf-8").read()
+    assert html.count("<img ") == 2 and 'id="figure-tpr_vs_step"' in html and 'id="figure-roc_loss"' in html
