@@ -125,3 +125,62 @@ def spec_from_json(text: str) -> TargetSpec:
         return x
 
     return TargetSpec.from_dict(back(json.loads(text)))
+
+
+# --------------------------------------------------------------------------------------------------
+# The sweep: a grid over targets (families x train sizes x epsilons x seeds), attacks, resources.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FamilyParams:
+    """FamilyConfig without the name (the name is a grid axis: ``families``)."""
+
+    num_steps: int = 1000
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    eps: float = 1e-5
+
+
+@dataclass
+class DPParams:
+    """DPConfig without epsilon (a grid axis: ``epsilons``)."""
+
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    poisson: bool = True
+
+
+@dataclass
+class Resources:
+    scorer_actors: int = 1  # Ray Data actors per trial (the pool grows up to this many)
+    scorer_cpus: float = 1.0  # CPUs per scoring actor (its torch thread count)
+    scorer_gpus: float = 0.0  # GPUs per scoring actor (0 on CPU machines)
+    train_cpus: float = 1.0  # CPUs of a training task
+    train_gpus: float = 0.0  # GPUs of a training task
+    max_concurrent_trials: int = 1  # targets trained / scored at the same time
+    batch_size: int = 64  # samples per scorer call (Ray Data batch)
+    num_cpus: int | None = None  # CPUs of a local Ray started by the sweep (null = all)
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    output: str = "mia_results"  # results root: a local/NFS path or a URI such as s3://bucket/prefix
+    store: str | None = None  # target store; null = <output>/store
+    families: list[str] = field(default_factory=lambda: ["ddpm"])
+    train_sizes: list[int] = field(default_factory=lambda: [64])
+    epsilons: list[float] = field(default_factory=lambda: [math.inf])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    eval_size: int = 64
+    data: DataConfig = field(default_factory=DataConfig)
+    family: FamilyParams = field(default_factory=FamilyParams)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dp: DPParams = field(default_factory=DPParams)
+    attacks: dict = field(default_factory=lambda: {"loss": {}})
+    bootstrap: int = 200  # bootstrap resamples for the confidence intervals (0 = none)
+    resources: Resources = field(default_factory=Resources)
+    plugins: list[str] = field(default_factory=list)  # modules that register extra attacks/families/sources

@@ -42,7 +42,7 @@ def load_unet(path: str, device: str | torch.device = "cpu") -> UNet2DModel:
         raise ConfigError(
             f"model.pretrained: {path!r} has no {WEIGHTS} (only safetensors weights are loaded)"
         )
-    unet = UNet2DModel.from_pretrained(path, use_safetensors=True)
+    unet = UNet2DModel.from_pretrained(path, use_safetensors=True, low_cpu_mem_usage=False)
     return unet.to(device).eval()
 
 

@@ -149,6 +149,21 @@ def write_trial_table(root: str, table: str, trial_id: str, rows: list[dict]) ->
     return path
 
 
+def write_text_atomic(root: str, name: str, text: str) -> None:
+    """Write a small text file (e.g. the resolved sweep.yaml) under ``root`` atomically."""
+    fs, base = filesystem(root)
+    fs.create_dir(base, recursive=True)
+    path = f"{base}/{name}"
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{base}/.{name}.{uuid.uuid4().hex}.tmp"
+        with fs.open_output_stream(tmp) as f:
+            f.write(text.encode())
+        fs.move(tmp, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
+
+
 def trial_done(root: str, trial_id: str) -> bool:
     """True when every table of the trial has been written (the metrics file is written last)."""
     fs, base = filesystem(root)

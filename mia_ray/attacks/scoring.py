@@ -24,8 +24,8 @@ def score_batch(adapter: ModelAdapter, batch: dict, attacks: list[AttackSpec]) -
 
     Returns columns sample_id, is_member, attack, step (NO_STEP for step-free attacks), score, statistic.
     """
-    images = torch.as_tensor(np.asarray(batch["image"], dtype=np.float32))
-    ids = torch.as_tensor(np.asarray(batch["sample_id"], dtype=np.int64))
+    images = torch.from_numpy(np.array(batch["image"], dtype=np.float32))  # copies: Ray's arrays are read-only
+    ids = torch.from_numpy(np.array(batch["sample_id"], dtype=np.int64))
     member = np.asarray(batch["is_member"], dtype=bool)
     rank = np.asarray(batch.get("rank", np.zeros(len(ids), dtype=np.int64)))
     names = ("sample_id", "is_member", "attack", "step", "score", "statistic")

@@ -1,0 +1,1 @@
+"""The only code that imports ray: Ray Data scoring and the Ray Tune sweep."""

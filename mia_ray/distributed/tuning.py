@@ -1,0 +1,107 @@
+"""Ray Tune over the grid: one trial per target; training in a task, scoring through Ray Data.
+
+Known to bite (DESIGN.md §5): a trial's placement group and the Data actors it starts compete for the
+same CPUs. So a trial reserves almost nothing (0.01 CPU), training runs as a task with its own CPUs/GPUs
+outside the trial's group (``scheduling_strategy="DEFAULT"``), scoring actors declare ``num_cpus``, and
+``max_concurrent_trials`` bounds how many targets are in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import ray
+from ray import tune
+
+from .. import results
+from ..config import spec_from_json, spec_json
+from ..sweep_config import Trial
+from ..training import TargetStore
+from ..trial import eval_samples, summary_line, write_results
+from .scoring import import_plugins, score_with_ray
+
+log = logging.getLogger("mia_ray")
+TRIAL_CPU = 0.01  # what a trial itself holds: its work runs in tasks and actors with their own resources
+
+
+@dataclass
+class SweepContext:
+    sweep: str
+    root: str  # <output>/<sweep name>
+    store: str
+    resources: object
+    n_boot: int
+    plugins: list
+
+
+def _setup_logging():
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+
+
+@ray.remote
+def _train_task(store_root: str, spec_text: str, threads: int, plugins: list) -> str:
+    """Train and store a target (no-op when stored); runs with the resources of the training task."""
+    import torch
+
+    _setup_logging()
+    import_plugins(plugins)
+    torch.set_num_threads(max(1, threads))
+    target = TargetStore(store_root).get_or_train(spec_from_json(spec_text), progress=True)
+    return target.target_id
+
+
+def run_one(trial: Trial, ctx: SweepContext) -> dict:
+    """Everything a Tune trial does; returns what it reports."""
+    _setup_logging()
+    import_plugins(ctx.plugins)
+    r = ctx.resources
+    rows, split = eval_samples(trial)
+    store = TargetStore(ctx.store)
+    text = spec_json(trial.spec)
+    if store.get(trial.spec) is None:
+        task = _train_task.options(
+            num_cpus=r.train_cpus, num_gpus=r.train_gpus, scheduling_strategy="DEFAULT"
+        )
+        ray.get(task.remote(ctx.store, text, int(max(1, r.train_cpus)), ctx.plugins))
+    target = store.get(trial.spec)
+    scores, nodes = score_with_ray(ctx.store, text, trial.attacks, rows, r, ctx.plugins)
+    metric_rows = write_results(ctx.root, ctx.sweep, trial, target, split, scores, ctx.n_boot)
+    report = {"trial": trial.trial_id, "scorer_nodes": ",".join(sorted(nodes))}
+    for attack, best in summary_line(metric_rows).items():
+        report[f"{attack}_auc"] = best["auc"]
+        report[f"{attack}_step"] = -1 if best["step"] is None else best["step"]
+    return report
+
+
+def _trainable(config, trials=None, ctx=None):
+    tune.report(run_one(trials[config["trial"]], ctx))
+
+
+def run_tune(trials: list[Trial], ctx: SweepContext) -> list:
+    """Run the trials that are not complete yet; returns the Tune errors (empty on success)."""
+    todo = {t.trial_id: t for t in trials if not results.trial_done(ctx.root, t.trial_id)}
+    if not todo:
+        return []
+    local = "://" not in ctx.root
+    storage = os.path.join(os.path.dirname(ctx.root), "_tune") if local else None
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, trials=todo, ctx=ctx), {"cpu": TRIAL_CPU}
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(sorted(todo))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=ctx.resources.max_concurrent_trials),
+        run_config=tune.RunConfig(
+            name=f"{ctx.sweep}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=2),
+            verbose=1,
+        ),
+    )
+    grid = tuner.fit()
+    return [str(e).splitlines()[0] for e in grid.errors]

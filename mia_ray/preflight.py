@@ -1,0 +1,82 @@
+"""Checks that need the data or the cluster, run after config validation and before any compute."""
+
+from __future__ import annotations
+
+import os
+
+from .data import open_source
+from .errors import ConfigError, DataError
+from .sweep_config import SOURCES_WITH_PATH
+
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "beegfs", "gpfs", "ceph", "glusterfs", "efs", "9p")
+
+
+def check_data(cfg) -> None:
+    """The data source opens and its pool holds the largest training set plus the non-members."""
+    try:
+        source = open_source(cfg.data)
+    except DataError as e:
+        hint = ""
+        if cfg.data.source in SOURCES_WITH_PATH:
+            hint = " (prepare the images as described in README 'Data', then set data.path=...)"
+        raise DataError(f"{e}{hint}") from None
+    need = max(cfg.train_sizes) + cfg.eval_size
+    if len(source) < need:
+        raise ConfigError(
+            f"train_sizes/eval_size: max(train_sizes) + eval_size = {need} exceeds the pool of {len(source)} "
+            f"images of {source.describe()}"
+        )
+
+
+def check_resources(cfg) -> None:
+    """Refuse resources that the cluster can never satisfy (they would hang, not fail)."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+    gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
+    r = cfg.resources
+    for key, need, have, what in (
+        ("resources.scorer_cpus", r.scorer_cpus, cpus, "CPUs"),
+        ("resources.train_cpus", r.train_cpus, cpus, "CPUs"),
+        ("resources.scorer_gpus", r.scorer_gpus, gpus, "GPUs"),
+        ("resources.train_gpus", r.train_gpus, gpus, "GPUs"),
+    ):
+        if need > have:
+            raise ConfigError(
+                f"{key} = {need} can never be satisfied: the largest node has {have:g} {what} "
+                f"(cluster total {total.get(what[:-1].upper() if what == 'CPUs' else 'GPU', 0):g})"
+            )
+
+
+def check_output(cfg) -> None:
+    """With several machines, results and the target store must be on shared storage."""
+    import ray
+
+    hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    if len(hosts) < 2:
+        return
+    for key in ("output", "store"):
+        path = getattr(cfg, key)
+        if path and "://" not in path and not _on_network_fs(path):
+            raise ConfigError(
+                f"{key} = {path!r} is node-local but the cluster has {len(hosts)} machines: results would be "
+                f"scattered; use shared storage ({key}=s3://bucket/prefix or an NFS/EFS mount)"
+            )
+
+
+def _on_network_fs(path: str) -> bool:
+    """True when the longest mount point containing ``path`` is a network filesystem."""
+    path = os.path.abspath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt, typ = parts[1], parts[2]
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                    best, fstype = mnt, typ
+    except OSError:
+        return False
+    return fstype.split(".")[0] in NETWORK_FS or fstype.startswith("fuse")

@@ -1,0 +1,186 @@
+"""``python -m mia_ray.sweep SWEEP.yaml [key=value ...]``: validate, plan, run, summarise, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from dataclasses import fields
+
+from .errors import MiaRayError
+
+log = logging.getLogger("mia_ray")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mia_ray.sweep", description=__doc__)
+    p.add_argument("sweep", nargs="?", help="sweep YAML file, e.g. sweeps/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train_sizes=[64] train.steps=100")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only (no Ray, no data needed)")
+    p.add_argument("--list", action="store_true", help="list registered families, attacks and data sources")
+    p.add_argument("--output", help="results root (overrides the YAML's output:), a path or s3://...")
+    p.add_argument("--address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    return p
+
+
+def _list() -> None:
+    from .attacks import ATTACKS
+    from .data import SOURCES
+    from .families import FAMILIES
+
+    print("families:", ", ".join(FAMILIES.names()))
+    print("data sources:", ", ".join(SOURCES.names()))
+    for name in ATTACKS.names():
+        params = ATTACKS.get(name).Params
+        opts = ", ".join(
+            f"{f.name}={f.default_factory() if callable(f.default_factory) else f.default}"
+            for f in fields(params)
+        )
+        print(f"attack {name}: {opts}, max_samples=None")
+
+
+def plan_text(cfg, trials) -> str:
+    """What the sweep will do, with its cost in model forward passes."""
+    from .sweep_config import results_root, store_root
+
+    per_sample = {}
+    for a in trials[0].attacks:
+        n = cfg.eval_size if a.max_samples is None else min(cfg.eval_size, a.max_samples)
+        if a.name == "loss":
+            per_sample[a.name] = (2 * n, len(a.params.steps) * a.params.draws)
+        else:
+            per_sample[a.name] = (2 * n, None)
+    lines = [
+        f"sweep {cfg.name!r}: {len(trials)} target(s) = families {list(cfg.families)} x train_sizes "
+        f"{list(cfg.train_sizes)} x epsilons {list(cfg.epsilons)} x seeds {list(cfg.seeds)}",
+        f"  data: {cfg.data.source}{':' + cfg.data.path if cfg.data.path else ''} at {cfg.data.resolution}px, "
+        f"{cfg.eval_size} members + {cfg.eval_size} non-members scored per target",
+        f"  training: {cfg.train.steps} steps x batch {cfg.train.batch_size} per target (skipped when stored)",
+    ]
+    total = 0
+    for name, (n, k) in per_sample.items():
+        if k is None:
+            lines.append(
+                f"  attack {name}: {n} samples per target, one ODE solve each (forward+backward per NFE)"
+            )
+        else:
+            total += n * k * len(trials)
+            lines.append(
+                f"  attack {name}: {n} samples x {k} step-draws = {n * k:,} forward passes per target"
+            )
+    lines.append(f"  loss-attack forward passes in all: {total:,}")
+    r = cfg.resources
+    lines.append(
+        f"  resources: {r.max_concurrent_trials} concurrent trial(s), {r.scorer_actors} scorer actor(s) "
+        f"x {r.scorer_cpus} CPU / {r.scorer_gpus} GPU, training {r.train_cpus} CPU / {r.train_gpus} GPU"
+    )
+    lines.append(f"  results: {results_root(cfg)}   target store: {store_root(cfg)}")
+    return "\n".join(lines)
+
+
+def summary_table(root: str) -> str:
+    """Per target and attack: best step, AUC, TPR@1%FPR (read back from the written metrics)."""
+    import pandas as pd
+
+    m = pd.read_parquet(f"{root}/metrics")
+    m = m.sort_values("auc", ascending=False).groupby(["trial_id", "attack"], as_index=False).first()
+    m = m.sort_values(["family", "train_size", "epsilon", "seed", "attack"])
+    head = f"{'target':<34} {'attack':<11} {'best step':>9} {'AUC':>6} {'TPR@1%FPR':>9} {'TPR@10%FPR':>10}"
+    out = [head, "-" * len(head)]
+    for r in m.itertuples():
+        step = "-" if pd.isna(r.step) else str(int(r.step))
+        tpr1 = "n/a" if math.isnan(r.tpr_at_1pct_fpr) else f"{r.tpr_at_1pct_fpr:.3f}"
+        label = r.trial_id.rsplit("-", 1)[0]
+        out.append(
+            f"{label:<34} {r.attack:<11} {step:>9} {r.auc:>6.3f} {tpr1:>9} {r.tpr_at_10pct_fpr:>10.3f}"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.list:
+        _list()
+        return 0
+    if not args.sweep:
+        _parser().print_usage(sys.stderr)
+        print("error: give a sweep YAML file (or --list)", file=sys.stderr)
+        return 2
+    try:
+        return _run(args)
+    except MiaRayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from . import sweep_config
+    from .preflight import check_data, check_output
+
+    overrides = list(args.overrides) + ([f"output={args.output}"] if args.output else [])
+    cfg, yaml_text = sweep_config.load(args.sweep, overrides)
+    trials = sweep_config.expand(cfg)
+    print(plan_text(cfg, trials), flush=True)
+    if args.dry_run:
+        print("dry run: nothing trained, scored or written")
+        return 0
+    check_data(cfg)
+    root = sweep_config.results_root(cfg)
+    import ray
+
+    from . import results
+    from .distributed.tuning import SweepContext, run_tune
+    from .preflight import check_resources
+
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address=address,
+            num_cpus=None if address else cfg.resources.num_cpus,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+    try:
+        check_resources(cfg)
+        check_output(cfg)
+        results.write_text_atomic(root, "sweep.yaml", yaml_text)
+        done = sum(results.trial_done(root, t.trial_id) for t in trials)
+        if done:
+            print(f"resuming: {done}/{len(trials)} trial(s) already complete in {root}", flush=True)
+        ctx = SweepContext(
+            cfg.name, root, sweep_config.store_root(cfg), cfg.resources, cfg.bootstrap, list(cfg.plugins)
+        )
+        errors = run_tune(trials, ctx)
+    finally:
+        if started:
+            ray.shutdown()
+    missing = [t.trial_id for t in trials if not results.trial_done(root, t.trial_id)]
+    print()
+    print(summary_table(root))
+    print(f"\nresults: {root}/{{metrics,scores,targets,splits}}/  (schema v{results.SCHEMA_VERSION})")
+    if not args.no_report:
+        from analysis.report import write_report
+
+        print(f"report: {write_report(root)}")
+    if errors or missing:
+        for e in errors:
+            print(f"error: trial failed: {e}", file=sys.stderr)
+        print(
+            f"error: {len(missing)} trial(s) incomplete: {', '.join(missing)}; rerun the same command to "
+            "finish them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Attacks: exact answers on Gaussian data, membership signal on an over-fitted model, a null that stays
+null, scores independent of batching, and one conformance test over every registered attack."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_MODEL, tiny_spec
+
+from mia_ray import noise as keyed
+from mia_ray.attacks import ATTACKS, AttackSpec, DiffusionAdapter, ModelAdapter, score_batch
+from mia_ray.attacks.likelihood import BITS_OFFSET, LikelihoodParams, bits_per_dim
+from mia_ray.attacks.loss import LossParams
+from mia_ray.attacks.scoring import NO_STEP
+from mia_ray.config import FamilyConfig
+from mia_ray.data import make_split, open_source
+from mia_ray.errors import ConfigError
+from mia_ray.families import VEFamily, make_family
+from mia_ray.metrics import auc, summarize
+from mia_ray.models import build_unet
+from mia_ray.training.store import TargetStore
+
+FAMILY_NAMES = ["ddpm", "smld", "vpsde", "vesde"]
+
+
+# --- exact answer: Gaussian data, closed-form score --------------------------------------------------
+
+
+class GaussianAdapter:
+    """The exact ModelAdapter of data ~ N(mu, s^2 I) under ``family``'s forward SDE.
+
+    The marginal at time t is N(m(t) mu, v(t) I) with, for VP, m = the family's mean coefficient and
+    v = m^2 s^2 + 1 - m^2; for VE, m = 1 and v = s^2 + sigma(t)^2 - sigma_min^2 (the noise accumulated
+    from t = 0, where sigma(0) = sigma_min). Its score -(x - m mu) / v is exact, so the PF-ODE
+    log-likelihood must equal the marginal's log-density at t0.
+    """
+
+    def __init__(self, family, mu: torch.Tensor, s: float):
+        self.family, self.mu, self.s2 = family, mu, s * s
+        self.num_steps = family.T
+        self.device = torch.device("cpu")
+        self.t_range = family.t_range
+
+    def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, std = self.family.mean_std(t.double())
+        if isinstance(self.family, VEFamily):
+            return self.mu, self.s2 + std**2 - self.family.cfg.sigma_min**2
+        return m * self.mu, m**2 * self.s2 + 1 - m**2
+
+    def ode_drift(self, x, t):
+        mean, var = self.marginal(t)
+        f, g2 = self.family.drift_diffusion2(x, t)
+        return f - 0.5 * g2 * (-(x - mean) / var)
+
+    def prior_logp(self, z):
+        return self.family.prior_logp(z)
+
+    def loss(self, x0, steps, noise):  # the likelihood attack does not use it
+        raise NotImplementedError
+
+    def exact_bpd(self, x: torch.Tensor) -> torch.Tensor:
+        mean, var = self.marginal(torch.tensor(self.t_range[0], dtype=torch.float64))
+        d = x[0].numel()
+        nll = 0.5 * d * torch.log(2 * math.pi * var) + 0.5 * (x - mean).flatten(1).pow(2).sum(1) / var
+        return nll / (d * math.log(2)) + BITS_OFFSET
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_likelihood_matches_exact_gaussian_nll(name):
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.linspace(-0.5, 0.5, 16, dtype=torch.float64).reshape(1, 4, 4)
+    s = 0.3
+    x = mu + s * torch.randn(3, 1, 4, 4, generator=gen, dtype=torch.float64)
+    adapter = GaussianAdapter(make_family(FamilyConfig(name=name)), mu, s)
+    assert isinstance(adapter, ModelAdapter)
+    bpd = bits_per_dim(adapter, x, torch.arange(3), LikelihoodParams(rtol=1e-5, atol=1e-5))
+    exact = adapter.exact_bpd(x)
+    assert bpd.dtype == torch.float64
+    np.testing.assert_allclose(bpd.numpy(), exact.numpy(), atol=0.01)
+
+
+# --- a tiny DDPM over-fitted on 64 digits ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def overfit(tmp_path_factory):
+    """(adapter, images, sample ids, is_member, source, split) of the evaluation set: 64 + 64."""
+    spec = tiny_spec("ddpm", steps=500)
+    target = TargetStore(str(tmp_path_factory.mktemp("store"))).get_or_train(spec, progress=False)
+    adapter = DiffusionAdapter(make_family(spec.family), target.load())
+    src = open_source(spec.data)
+    split = make_split(len(src), 64, 64, 0)
+    ids, member = split.eval_ids()
+    return adapter, torch.from_numpy(src.load(ids)), torch.from_numpy(ids), member, src, split
+
+
+LOSS_STEPS = [25, 50, 100, 200, 300, 999]
+
+
+@pytest.fixture(scope="module")
+def loss_aucs(overfit):
+    adapter, x, ids, member, _, _ = overfit
+    out = ATTACKS.get("loss")().run(adapter, x, ids, LossParams(steps=LOSS_STEPS))
+    return {step: auc(out.score[i], member) for i, step in enumerate(LOSS_STEPS)}
+
+
+def test_loss_attack_beats_chance_at_intermediate_steps(loss_aucs):
+    best = max(loss_aucs[s] for s in LOSS_STEPS if 25 <= s <= 300)
+    assert best > 0.9, loss_aucs
+
+
+def test_loss_attack_is_near_chance_at_the_noisiest_step(overfit, loss_aucs):
+    """Hu & Pang: at high-noise steps x_t hardly depends on x0, so the loss does not leak membership."""
+    adapter, x, ids, member, _, _ = overfit
+    assert abs(loss_aucs[999] - 0.5) < 0.15, loss_aucs
+    out = ATTACKS.get("loss")().run(adapter, x, ids, LossParams(steps=[999]))
+    m = summarize(out.score[0], member, n_boot=200)
+    assert m["auc_ci_low"] <= 0.5 <= m["auc_ci_high"], m
+
+
+def test_likelihood_attack_beats_chance(overfit):
+    adapter, x, ids, member, _, _ = overfit
+    out = ATTACKS.get("likelihood")().run(adapter, x, ids, LikelihoodParams())
+    assert np.isfinite(out.score).all()
+    assert auc(out.score[0], member) > 0.75
+
+
+def test_null_auc_ci_covers_one_half(overfit, loss_aucs):
+    """Two groups of non-members: labels carry no information, so the CI of the AUC must cover 0.5
+    (while the real members vs non-members CI at the same step must not)."""
+    adapter, x, ids, member, src, split = overfit
+    step = max((s for s in LOSS_STEPS if s <= 300), key=loss_aucs.get)
+    params = LossParams(steps=[step])
+    real = ATTACKS.get("loss")().run(adapter, x, ids, params)
+    m_real = summarize(real.score[0], member, n_boot=200)
+    assert m_real["auc_ci_low"] > 0.5, m_real
+
+    rng = np.random.default_rng(1)
+    outside = np.setdiff1d(np.arange(len(src)), np.concatenate([split.members, split.nonmembers]))
+    null_ids = rng.choice(outside, 128, replace=False)
+    labels = rng.permutation(np.repeat([True, False], 64))
+    out = ATTACKS.get("loss")().run(adapter, torch.from_numpy(src.load(null_ids)), torch.from_numpy(null_ids),
+                                    params)
+    m = summarize(out.score[0], labels, n_boot=200)
+    assert m["auc_ci_low"] <= 0.5 <= m["auc_ci_high"], m
+
+
+# --- scores do not depend on batching; seeds do what they say ----------------------------------------
+
+
+@pytest.mark.parametrize("steps", [[7], [0, 50, 999]])
+def test_loss_scores_are_bitwise_independent_of_batching(overfit, steps):
+    adapter, x, ids, _, _, _ = overfit
+    x, ids = x[:20], ids[:20]
+    attack = ATTACKS.get("loss")()
+    params = LossParams(steps=steps)
+    whole = attack.run(adapter, x, ids, params).statistic
+    chunks = np.concatenate(
+        [attack.run(adapter, x[i : i + 7], ids[i : i + 7], params).statistic for i in range(0, 20, 7)], 1
+    )
+    np.testing.assert_array_equal(chunks, whole)
+    for max_batch in (5, 13, 4096):
+        other = attack.run(adapter, x, ids, LossParams(steps=steps, max_batch=max_batch)).statistic
+        np.testing.assert_array_equal(other, whole)
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(0))
+    shuffled = attack.run(adapter, x[perm], ids[perm], params).statistic
+    np.testing.assert_array_equal(shuffled, whole[:, perm.numpy()])
+
+
+def test_loss_scores_follow_the_seed(overfit):
+    adapter, x, ids, _, _, _ = overfit
+    x, ids = x[:8], ids[:8]
+    attack = ATTACKS.get("loss")()
+    a = attack.run(adapter, x, ids, LossParams(steps=[50, 100], seed=3)).score
+    b = attack.run(adapter, x, ids, LossParams(steps=[50, 100], seed=3)).score
+    c = attack.run(adapter, x, ids, LossParams(steps=[50, 100], seed=4)).score
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).all()
+
+
+def test_loss_statistic_is_the_family_loss_under_keyed_noise(overfit):
+    """The statistic at step s is the training loss of x0 perturbed at exactly step s by the noise keyed by
+    (seed, sample id, step, draw 0); with K draws it is the mean over draws 0..K-1."""
+    adapter, x, ids, _, _, _ = overfit
+    x, ids = x[:4], ids[:4]
+    attack = ATTACKS.get("loss")()
+    for step in (3, 640):
+        steps = torch.full((4,), step)
+        losses = []
+        for draw in range(3):
+            z = keyed.normal(keyed.combine(5, ids, steps, draw), (1, 8, 8))
+            with torch.no_grad():
+                losses.append(adapter.loss(x, steps, z).double().numpy())
+        k1 = attack.run(adapter, x, ids, LossParams(steps=[step], seed=5)).statistic[0]
+        k3 = attack.run(adapter, x, ids, LossParams(steps=[step], seed=5, draws=3)).statistic[0]
+        np.testing.assert_allclose(k1, losses[0], rtol=1e-6)
+        np.testing.assert_allclose(k3, np.mean(losses, 0), rtol=1e-6)
+
+
+def test_likelihood_is_nearly_independent_of_batch_composition(overfit):
+    """All samples of a batch share one adaptive step sequence, so a sample's bits/dim depends on its
+    batch-mates at the level of the solver tolerance: bitwise equality is impossible, but each sample
+    meets the tolerance on its own (per-sample error norm), so the difference stays far below the
+    membership signal. Probes are keyed by sample id, so repeated runs are bitwise equal."""
+    adapter, x, ids, _, _, _ = overfit
+    sel = torch.arange(0, 128, 8)  # 16 samples: 8 members, 8 non-members
+    x, ids = x[sel], ids[sel]
+    attack = ATTACKS.get("likelihood")()
+    params = LikelihoodParams()
+    whole = attack.run(adapter, x, ids, params).statistic
+    chunks = np.concatenate(
+        [attack.run(adapter, x[i : i + 5], ids[i : i + 5], params).statistic for i in range(0, 16, 5)], 1
+    )
+    np.testing.assert_allclose(chunks, whole, rtol=0, atol=2e-3)
+    np.testing.assert_array_equal(attack.run(adapter, x, ids, params).statistic, whole)
+
+
+# --- conformance: every registered attack ------------------------------------------------------------
+
+# Cheap parameters and the orientation (score = sign * statistic) of each registered attack: a new
+# attack must be added here to be covered by the conformance test.
+CHEAP = {
+    "loss": (LossParams(steps=[0, 10, 500, 999]), -1),
+    "likelihood": (LikelihoodParams(), -1),
+}
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    torch.manual_seed(0)
+    unet = build_unet(TINY_MODEL, 8, 1)
+    return DiffusionAdapter(make_family(FamilyConfig(name="ddpm")), unet)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_attack_conformance(name, untrained, digits64):
+    assert name in CHEAP, f"add attack {name!r} to CHEAP in {__file__}"
+    params, sign = CHEAP[name]
+    attack = ATTACKS.get(name)()
+    attack.validate(params, untrained.num_steps, f"attacks.{name}")
+    images = torch.from_numpy(digits64[:5])
+    ids = torch.tensor([3, 17, 5, 1000, 42])
+    out = attack.run(untrained, images, ids, params)
+    steps = attack.steps(params)
+    assert out.steps == steps
+    assert out.score.shape == out.statistic.shape == (len(steps), 5)
+    assert np.isfinite(out.score).all() and np.isfinite(out.statistic).all()
+    again = attack.run(untrained, images, ids, params)
+    np.testing.assert_array_equal(again.score, out.score)
+    np.testing.assert_array_equal(again.statistic, out.statistic)
+    np.testing.assert_array_equal(out.score, sign * out.statistic)  # higher score = more member-like
+
+    member = np.array([True, False, True, False, True])
+    batch = {"image": digits64[:5], "sample_id": ids.numpy(), "is_member": member}
+    cols = score_batch(untrained, batch, [AttackSpec(name, params)])
+    n = len(steps) * 5
+    assert set(cols) == {"sample_id", "is_member", "attack", "step", "score", "statistic"}
+    assert all(len(v) == n for v in cols.values())
+    want_steps = [NO_STEP if s is None else s for s in steps]
+    np.testing.assert_array_equal(cols["step"], np.repeat(want_steps, 5))
+    np.testing.assert_array_equal(cols["sample_id"], np.tile(ids.numpy(), len(steps)))
+    np.testing.assert_array_equal(cols["is_member"], np.tile(member, len(steps)))
+    assert (cols["attack"] == name).all()
+    np.testing.assert_array_equal(cols["score"], out.score.ravel())
+    np.testing.assert_array_equal(cols["statistic"], out.statistic.ravel())
+
+    # max_samples: only rows with rank < max_samples are scored by this attack
+    ranked = dict(batch, rank=np.array([0, 0, 1, 1, 2]))
+    cols = score_batch(untrained, ranked, [AttackSpec(name, params, max_samples=1)])
+    np.testing.assert_array_equal(cols["sample_id"], np.tile([3, 17], len(steps)))
+
+
+def test_score_batch_runs_several_attacks_in_one_pass(untrained, digits64):
+    batch = {"image": digits64[:3], "sample_id": np.array([1, 2, 3]), "is_member": np.array([1, 0, 1])}
+    specs = [AttackSpec("loss", LossParams(steps=[5, 9])), AttackSpec("likelihood", LikelihoodParams())]
+    cols = score_batch(untrained, batch, specs)
+    assert list(cols["attack"]) == ["loss"] * 6 + ["likelihood"] * 3
+    assert list(cols["step"]) == [5, 5, 5, 9, 9, 9] + [NO_STEP] * 3
+    assert cols["step"].dtype == np.int64 and cols["is_member"].dtype == bool
+    empty = score_batch(untrained, dict(batch, rank=np.array([3, 4, 5])), [AttackSpec("loss", LossParams(),
+                                                                                      max_samples=2)])
+    assert all(len(v) == 0 for v in empty.values()) and empty["step"].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        ("loss", LossParams(steps=[-1, 5]), r"attacks\.x\.steps .*-1.*0\.\.999"),
+        ("loss", LossParams(steps=[1000]), r"attacks\.x\.steps .*1000.*0\.\.999"),
+        ("loss", LossParams(steps=[]), r"attacks\.x\.steps is empty"),
+        ("loss", LossParams(draws=0), r"attacks\.x\.draws"),
+        ("loss", LossParams(max_batch=0), r"attacks\.x\.max_batch"),
+        ("likelihood", LikelihoodParams(rtol=0.0), r"attacks\.x\.rtol"),
+        ("likelihood", LikelihoodParams(atol=-1e-5), r"attacks\.x\.atol"),
+        ("likelihood", LikelihoodParams(probes=0), r"attacks\.x\.probes"),
+        ("likelihood", LikelihoodParams(method="euler"), r"attacks\.x\.method = 'euler'; allowed: dopri5"),
+    ],
+)
+def test_validate_rejects_unusable_parameters(name, params, match):
+    attack = ATTACKS.get(name)()
+    with pytest.raises(ConfigError, match=match):
+        attack.validate(params, 1000, "attacks.x")
+
+
+@pytest.mark.parametrize("name", ["loss", "likelihood"])
+def test_validate_accepts_defaults(name):
+    attack = ATTACKS.get(name)()
+    attack.validate(attack.Params(), 1000, "attacks.x")
+    if name == "loss":
+        attack.validate(LossParams(steps=[0, 999]), 1000, "attacks.x")
+
+
+def test_unknown_attack_lists_the_registered_ones():
+    with pytest.raises(ConfigError, match="unknown attack 'nope'; allowed: " + ", ".join(ATTACKS.names())):
+        ATTACKS.get("nope")
+    assert {"likelihood", "loss"} <= set(ATTACKS.names())
