@@ -157,10 +157,10 @@ class DPParams:
 class Resources:
     scorer_actors: int = 1  # Ray Data actors per trial (the pool grows up to this many)
     scorer_cpus: float = 1.0  # CPUs per scoring actor (its torch thread count)
-    scorer_gpus: float = 0.0  # GPUs per scoring actor (0 on CPU machines)
+    scorer_gpus: float | None = None  # GPUs per scoring actor; null = 1 when the cluster has GPUs, else 0
     train_cpus: float = 1.0  # CPUs of a training task
-    train_gpus: float = 0.0  # GPUs of a training task
-    max_concurrent_trials: int = 1  # targets trained / scored at the same time
+    train_gpus: float | None = None  # GPUs of a training task; null = 1 when the cluster has GPUs, else 0
+    max_concurrent_trials: int | None = None  # targets in flight at once; null = as many as keep all GPUs/CPUs busy
     batch_size: int = 64  # samples per scorer call (Ray Data batch)
     num_cpus: int | None = None  # CPUs of a local Ray started by the sweep (null = all)
 

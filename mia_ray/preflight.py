@@ -28,6 +28,29 @@ def check_data(cfg) -> None:
         )
 
 
+def resolve_resources(cfg) -> None:
+    """Fill the ``null`` (auto) resources from the cluster so that every GPU (or CPU) is kept busy.
+
+    An autoscaling cluster that starts without GPU workers reports no GPUs: set the GPU keys explicitly
+    there (sweeps/full_paper.yaml does).
+    """
+    import ray
+
+    total = ray.cluster_resources()
+    gpus, cpus = total.get("GPU", 0), total.get("CPU", 1)
+    r = cfg.resources
+    if r.scorer_gpus is None:
+        r.scorer_gpus = 1.0 if gpus >= 1 else 0.0
+    if r.train_gpus is None:
+        r.train_gpus = 1.0 if gpus >= 1 else 0.0
+    if r.max_concurrent_trials is None:
+        if gpus >= 1 and (r.scorer_gpus or r.train_gpus):
+            per_trial = max(r.scorer_actors * r.scorer_gpus, r.train_gpus)
+            r.max_concurrent_trials = max(1, int(gpus // per_trial))
+        else:
+            r.max_concurrent_trials = max(1, int(cpus // max(r.train_cpus, r.scorer_actors * r.scorer_cpus)))
+
+
 def check_resources(cfg) -> None:
     """Refuse resources that the cluster can never satisfy (they would hang, not fail)."""
     import ray

@@ -44,15 +44,9 @@ def _list() -> None:
 
 def plan_text(cfg, trials) -> str:
     """What the sweep will do, with its cost in model forward passes."""
+    from .attacks import ATTACKS
     from .sweep_config import results_root, store_root
 
-    per_sample = {}
-    for a in trials[0].attacks:
-        n = cfg.eval_size if a.max_samples is None else min(cfg.eval_size, a.max_samples)
-        if a.name == "loss":
-            per_sample[a.name] = (2 * n, len(a.params.steps) * a.params.draws)
-        else:
-            per_sample[a.name] = (2 * n, None)
     lines = [
         f"sweep {cfg.name!r}: {len(trials)} target(s) = families {list(cfg.families)} x train_sizes "
         f"{list(cfg.train_sizes)} x epsilons {list(cfg.epsilons)} x seeds {list(cfg.seeds)}",
@@ -61,24 +55,30 @@ def plan_text(cfg, trials) -> str:
         f"  training: {cfg.train.steps} steps x batch {cfg.train.batch_size} per target (skipped when stored)",
     ]
     total = 0
-    for name, (n, k) in per_sample.items():
-        if k is None:
-            lines.append(
-                f"  attack {name}: {n} samples per target, one ODE solve each (forward+backward per NFE)"
-            )
-        else:
-            total += n * k * len(trials)
-            lines.append(
-                f"  attack {name}: {n} samples x {k} step-draws = {n * k:,} forward passes per target"
-            )
-    lines.append(f"  loss-attack forward passes in all: {total:,}")
-    r = cfg.resources
-    lines.append(
-        f"  resources: {r.max_concurrent_trials} concurrent trial(s), {r.scorer_actors} scorer actor(s) "
-        f"x {r.scorer_cpus} CPU / {r.scorer_gpus} GPU, training {r.train_cpus} CPU / {r.train_gpus} GPU"
-    )
+    for a in trials[0].attacks:
+        n = 2 * (cfg.eval_size if a.max_samples is None else min(cfg.eval_size, a.max_samples))
+        steps = ATTACKS.get(a.name)().steps(a.params, cfg.family.num_steps)
+        if steps == [None]:
+            lines.append(f"  attack {a.name}: {n} samples per target, step-free (ODE: forward+backward per NFE)")
+            continue
+        k = len(steps) * getattr(a.params, "draws", 1)
+        total += n * k * len(trials)
+        lines.append(f"  attack {a.name}: {n} samples x {k} step-draws = {n * k:,} forward passes per target")
+    lines.append(f"  step-wise forward passes in all: {total:,}")
+    lines.append(resources_line(cfg.resources))
     lines.append(f"  results: {results_root(cfg)}   target store: {store_root(cfg)}")
     return "\n".join(lines)
+
+
+def resources_line(r) -> str:
+    def show(v):
+        return "auto" if v is None else f"{v:g}"
+
+    return (
+        f"  resources: {show(r.max_concurrent_trials)} concurrent trial(s), {r.scorer_actors} scorer actor(s) "
+        f"x {show(r.scorer_cpus)} CPU / {show(r.scorer_gpus)} GPU, training {show(r.train_cpus)} CPU / "
+        f"{show(r.train_gpus)} GPU"
+    )
 
 
 def summary_table(root: str) -> str:
@@ -134,7 +134,7 @@ def _run(args) -> int:
 
     from . import results
     from .distributed.tuning import SweepContext, run_tune
-    from .preflight import check_resources
+    from .preflight import check_resources, resolve_resources
 
     if not sys.stderr.isatty():
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
@@ -149,6 +149,8 @@ def _run(args) -> int:
             configure_logging=False,
         )
     try:
+        resolve_resources(cfg)
+        print(resources_line(cfg.resources).replace("resources:", "resources (resolved):"), flush=True)
         check_resources(cfg)
         check_output(cfg)
         results.write_text_atomic(root, "sweep.yaml", yaml_text)

@@ -135,10 +135,10 @@ def validate(cfg: SweepConfig) -> None:
     attack_specs(cfg)
     r = cfg.resources
     for key in ("scorer_actors", "max_concurrent_trials", "batch_size"):
-        if getattr(r, key) < 1:
+        if getattr(r, key) is not None and getattr(r, key) < 1:
             raise ConfigError(f"resources.{key} = {getattr(r, key)}; allowed: an integer >= 1")
     for key in ("scorer_cpus", "scorer_gpus", "train_cpus", "train_gpus"):
-        if getattr(r, key) < 0:
+        if getattr(r, key) is not None and getattr(r, key) < 0:
             raise ConfigError(f"resources.{key} = {getattr(r, key)}; allowed: a number >= 0")
     if r.scorer_cpus <= 0:
         raise ConfigError("resources.scorer_cpus must be > 0 (an actor without CPUs gets no torch threads)")

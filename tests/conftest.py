@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+# Ray workers inherit the environment of the process that starts Ray: let them import test plugins.
+_here = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_here, os.environ.get("PYTHONPATH")) if p)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

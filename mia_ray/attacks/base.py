@@ -21,7 +21,7 @@ class ModelAdapter(Protocol):
     - ``loss(x0, steps, noise)``: per-sample training loss ``mean ||noise - eps_hat(x_t, step)||^2`` with
       ``x_t`` the family's perturbation of ``x0`` at ``steps`` (one step per sample) by ``noise``.
     - ``t_range``: (t0, t1) of the probability-flow ODE.
-    - ``ode_drift(x, t)``: the PF-ODE drift ``f(x, t) - g(t)^2 score(x, t) / 2`` at a 0-d time ``t``;
+    - ``ode_drift(x, t)``: the PF-ODE drift ``f(x, t) - g(t)^2 score(x, t) / 2`` at per-sample times ``t`` [B];
       must be differentiable in ``x`` (the likelihood attack takes its divergence).
     - ``prior_logp(z)``: per-sample log-density of the prior at ``t1``.
     """
@@ -51,7 +51,8 @@ class Attack:
 
     Params: type
 
-    def steps(self, params) -> list[int | None]:
+    def steps(self, params, num_steps: int | None = None) -> list[int | None]:
+        """The steps this attack scores (``[None]`` for a step-free attack)."""
         return [None]
 
     def run(

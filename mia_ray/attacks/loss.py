@@ -18,6 +18,7 @@ _MIN_ROWS = 16
 @dataclass
 class LossParams:
     steps: list[int] = field(default_factory=lambda: [0, 50, 100, 200, 300, 500, 700, 999])
+    all_steps: bool = False  # score every step 0..T-1 (the paper's full curve); overrides ``steps``
     draws: int = 1  # K noise draws averaged per (sample, step); K = 1 is the paper
     seed: int = 0  # noise of (sample, step, draw) is a function of (seed, sample_id, step, draw)
     max_batch: int = 1024  # model forward batch (samples x steps x draws are flattened into it)
@@ -27,11 +28,11 @@ class LossParams:
 class LossAttack(Attack):
     Params = LossParams
 
-    def steps(self, params):
-        return list(params.steps)
+    def steps(self, params, num_steps: int | None = None):
+        return list(range(num_steps)) if params.all_steps and num_steps else list(params.steps)
 
     def validate(self, params, num_steps, key):
-        if not params.steps:
+        if not params.steps and not params.all_steps:
             raise ConfigError(f"{key}.steps is empty; allowed: integers in 0..{num_steps - 1}")
         bad = [s for s in params.steps if not 0 <= s < num_steps]
         if bad:
@@ -44,7 +45,8 @@ class LossAttack(Attack):
         dev = adapter.device
         x0 = images.to(dev)
         ids = sample_ids.to(dev, torch.int64)
-        steps = torch.as_tensor(params.steps, dtype=torch.int64, device=dev)
+        step_list = self.steps(params, adapter.num_steps)
+        steps = torch.as_tensor(step_list, dtype=torch.int64, device=dev)
         b, s, k = len(x0), len(steps), params.draws
         # flat work list: sample-major, then step, then draw
         si = torch.arange(b, device=dev).repeat_interleave(s * k)
@@ -62,4 +64,4 @@ class LossAttack(Attack):
             z = keyed.normal(keys, tuple(x0.shape[1:]), dtype=x0.dtype)
             out[sl] = adapter.loss(x0[sis], sts, z).float()[:n]
         loss = out.view(b, s, k).mean(2).T.double().cpu().numpy()  # [steps, batch]
-        return AttackOutput(list(params.steps), -loss, loss)
+        return AttackOutput(step_list, -loss, loss)

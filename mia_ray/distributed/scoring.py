@@ -66,7 +66,9 @@ def score_with_ray(
         batch_format="numpy",
         num_cpus=resources.scorer_cpus,
         num_gpus=resources.scorer_gpus,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        # start all actors at once: grown on demand, the pool adds one actor only after the running ones are
+        # busy, so a trial shorter than a few actor start-ups ran on one actor; min 1 survives a lost node
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),
     )
     tables = [t for t in ray.get(scored.to_arrow_refs()) if t.num_rows]
     table = pa.concat_tables(tables) if tables else None

@@ -1,7 +1,7 @@
 """Ray Tune over the grid: one trial per target; training in a task, scoring through Ray Data.
 
 Known to bite (DESIGN.md §5): a trial's placement group and the Data actors it starts compete for the
-same CPUs. So a trial reserves almost nothing (0.01 CPU), training runs as a task with its own CPUs/GPUs
+same CPUs. So a trial reserves no CPU, training runs as a task with its own CPUs/GPUs
 outside the trial's group (``scheduling_strategy="DEFAULT"``), scoring actors declare ``num_cpus``, and
 ``max_concurrent_trials`` bounds how many targets are in flight.
 """
@@ -25,7 +25,10 @@ from ..trial import eval_samples, summary_line, write_results
 from .scoring import import_plugins, score_with_ray
 
 log = logging.getLogger("mia_ray")
-TRIAL_CPU = 0.01  # what a trial itself holds: its work runs in tasks and actors with their own resources
+# What a trial itself holds: no CPU (its work runs in tasks and actors with their own resources) and a
+# token of memory, because Tune refuses an empty bundle. Even 0.01 CPU per trial starved a 2-core box:
+# two 1-CPU training tasks no longer fit beside two trials holding 0.02 CPU (measured).
+TRIAL_BUNDLE = {"CPU": 0, "memory": 64 * 2**20}
 
 
 @dataclass
@@ -90,7 +93,7 @@ def run_tune(trials: list[Trial], ctx: SweepContext) -> list:
     local = "://" not in ctx.root
     storage = os.path.join(os.path.dirname(ctx.root), "_tune") if local else None
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, trials=todo, ctx=ctx), {"cpu": TRIAL_CPU}
+        tune.with_parameters(_trainable, trials=todo, ctx=ctx), tune.PlacementGroupFactory([TRIAL_BUNDLE])
     )
     tuner = tune.Tuner(
         trainable,

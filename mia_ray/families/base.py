@@ -98,8 +98,8 @@ class Family:
         return (eps_hat.float() - noise.float()).pow(2).flatten(1).mean(1)
 
     def score(self, net, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Model score s(x, t) = -eps_hat / std(t) at one continuous time t (a 0-d tensor)."""
-        tb = t.reshape(1).expand(x.shape[0]).double()
+        """Model score s(x, t) = -eps_hat / std(t); ``t`` is one time (0-d) or one per sample [B]."""
+        tb = t.reshape(-1).expand(x.shape[0]).double()
         _, std = self.mean_std(tb)
         shape = (-1,) + (1,) * (x.dim() - 1)
         std_b = std.to(x.dtype).view(shape)
@@ -107,7 +107,7 @@ class Family:
         return -eps_hat.to(x.dtype) / std_b
 
     def ode_drift(self, net, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Probability-flow ODE drift f(x, t) - g(t)^2 s(x, t) / 2."""
+        """Probability-flow ODE drift f(x, t) - g(t)^2 s(x, t) / 2 (``t``: 0-d or [B])."""
         f, g2 = self.drift_diffusion2(x, t)
         return f - 0.5 * g2 * self.score(net, x, t)
 
@@ -124,7 +124,8 @@ class VPFamily(Family):
         return lm.exp(), (-torch.expm1(2 * lm)).sqrt()
 
     def drift_diffusion2(self, x, t):
-        beta = self.cfg.beta_min + t.to(x.dtype) * (self.cfg.beta_max - self.cfg.beta_min)
+        tb = _per_sample(t, x)
+        beta = self.cfg.beta_min + tb * (self.cfg.beta_max - self.cfg.beta_min)
         return -0.5 * beta * x, beta
 
     def prior_logp(self, z):
@@ -151,7 +152,7 @@ class VEFamily(Family):
         return (1 + std**2).rsqrt()
 
     def drift_diffusion2(self, x, t):
-        s = self._sigma(t.double())
+        s = self._sigma(_per_sample(t, x).double())
         g2 = s**2 * 2 * math.log(self.cfg.sigma_max / self.cfg.sigma_min)
         return torch.zeros_like(x), g2.to(x.dtype)
 
@@ -159,3 +160,8 @@ class VEFamily(Family):
         d = z[0].numel()
         s = self.cfg.sigma_max
         return -0.5 * d * math.log(2 * math.pi * s**2) - 0.5 * z.flatten(1).pow(2).sum(1) / s**2
+
+
+def _per_sample(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A 0-d or [B] time as a tensor broadcasting against x [B, ...]."""
+    return t.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))

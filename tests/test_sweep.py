@@ -1,0 +1,200 @@
+"""The distributed sweep end to end on a local Ray with 2 CPUs: results, resume, faults, bad configs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pytest
+import ray
+import yaml
+
+from mia_ray import results, sweep_config
+from mia_ray.distributed.scoring import score_with_ray
+from mia_ray.sweep import main
+from mia_ray.training import TargetStore
+from mia_ray.trial import eval_samples, score_in_process
+
+pytestmark = pytest.mark.slow
+
+LOSS_STEPS = [0, 50, 100, 999]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("store"))
+
+
+def write_sweep(path, store, **over) -> str:
+    cfg = {
+        "name": "t",
+        "store": store,
+        "families": ["ddpm"],
+        "train_sizes": [64],
+        "epsilons": [float("inf")],
+        "seeds": [0],
+        "eval_size": 16,
+        "data": {"source": "digits"},
+        "model": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 8},
+        "train": {"steps": 5, "batch_size": 64, "lr": 0.002},
+        "attacks": {"loss": {"steps": LOSS_STEPS}, "likelihood": {"max_samples": 3, "rtol": 0.01, "atol": 0.01}},
+        "bootstrap": 20,
+        "resources": {"scorer_actors": 1, "scorer_cpus": 1, "max_concurrent_trials": 1, "batch_size": 8},
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    path = str(path)
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
+def read(root, table):
+    return pads.dataset(f"{root}/{table}", format="parquet").to_table().to_pandas()
+
+
+@pytest.mark.timeout(600)
+def test_two_concurrent_trials_end_to_end(local_ray, store_dir, tmp_path):
+    """Two trials at once on 2 CPUs finish (the timeout turns a hang into a failure); results follow the schema."""
+    sweep = write_sweep(tmp_path / "s.yaml", store_dir, families=["ddpm", "vpsde"],
+                        resources={"max_concurrent_trials": 2})
+    assert main([sweep, "--output", str(tmp_path / "out")]) == 0
+    root = str(tmp_path / "out" / "t")
+    for table, schema in results.SCHEMAS.items():
+        ds = pads.dataset(f"{root}/{table}", format="parquet")
+        assert ds.schema.equals(schema), table
+    m = read(root, "metrics")
+    assert len(m) == 2 * (len(LOSS_STEPS) + 1)
+    assert not m.duplicated(["trial_id", "attack", "step"]).any()
+    assert set(m.loc[m.attack == "loss", "step"]) == set(LOSS_STEPS)
+    assert m.loc[m.attack == "likelihood", "step"].isna().all()
+    assert (m.schema_version == results.SCHEMA_VERSION).all()
+    s = read(root, "scores")
+    assert len(s) == 2 * (32 * len(LOSS_STEPS) + 6)
+    assert np.allclose(s.score, -s.statistic)
+    assert len(read(root, "targets")) == 2 and os.path.isfile(f"{root}/report/report.html")
+    splits = read(root, "splits")
+    ids = splits.groupby(["trial_id", "is_member"]).sample_id.apply(set)
+    for tid in m.trial_id.unique():
+        assert not ids[(tid, True)] & ids[(tid, False)]
+
+
+def test_ray_data_scores_equal_in_process_scores(local_ray, store_dir, tmp_path):
+    attacks = {"loss": {"steps": LOSS_STEPS}, "likelihood": {"max_samples": 3, "rtol": 1e-5, "atol": 1e-5}}
+    cfg, _ = sweep_config.load(write_sweep(tmp_path / "s.yaml", store_dir, attacks=attacks))
+    trial = sweep_config.expand(cfg)[0]
+    store = TargetStore(store_dir)
+    target = store.get_or_train(trial.spec, progress=False)
+    rows, _ = eval_samples(trial)
+    here = pd.DataFrame(score_in_process(target, trial, rows, batch_size=32))
+    cfg.resources.scorer_actors, cfg.resources.batch_size = 2, 5
+    there, nodes = score_with_ray(store_dir, trial_spec_json(trial), trial.attacks, rows, cfg.resources)
+    there = pd.DataFrame(there)
+    key = ["attack", "step", "sample_id"]
+    here, there = here.sort_values(key).reset_index(drop=True), there.sort_values(key).reset_index(drop=True)
+    assert here[key].equals(there[key])
+    loss = here.attack == "loss"
+    assert np.array_equal(here.score[loss], there.score[loss])  # bitwise: noise is keyed by sample id
+    # the likelihood attack shares adaptive steps within a batch: equal up to the solver tolerance
+    assert np.allclose(here.score[~loss], there.score[~loss], atol=2e-3)
+    assert len(nodes) == 1
+
+
+def trial_spec_json(trial):
+    from mia_ray.config import spec_json
+
+    return spec_json(trial.spec)
+
+
+@pytest.mark.timeout(600)
+def test_resume_after_kill_9(local_ray, store_dir, tmp_path):
+    out = tmp_path / "out"
+    store = str(tmp_path / "own_store")
+    sweep = write_sweep(tmp_path / "s.yaml", store, train_sizes=[64, 80], attacks={"loss": {"steps": [0, 100]}})
+    env = {**os.environ, "RAY_ADDRESS": local_ray}
+    proc = subprocess.Popen([sys.executable, "-m", "mia_ray.sweep", sweep, "--output", str(out), "--no-report"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics_dir = out / "t" / "metrics"
+    deadline = time.time() + 400
+    while time.time() < deadline and not (metrics_dir.is_dir() and any(metrics_dir.glob("*.parquet"))):
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_first = [p.stem for p in metrics_dir.glob("*.parquet")]
+    assert len(done_first) == 1, done_first
+    stored = {d: os.path.getmtime(os.path.join(store, d, "target.json"))
+              for d in os.listdir(store) if not d.startswith(".")}
+    assert main([sweep, "--output", str(out), "--no-report"]) == 0
+    m = read(str(out / "t"), "metrics")
+    assert len(m) == 2 * 2 and not m.duplicated(["trial_id", "attack", "step"]).any()
+    assert {os.path.getmtime(os.path.join(store, d, "target.json")) for d in stored} == set(stored.values())
+    assert len([d for d in os.listdir(store) if not d.startswith(".")]) == 2
+
+
+@pytest.mark.timeout(600)
+def test_scorer_actor_dies_once_results_equal_a_clean_run(local_ray, store_dir, tmp_path):
+    marker = tmp_path / "crashed"
+    attacks = {"crash_once": {"marker": str(marker), "steps": [0, 100]}}
+    sweep = write_sweep(tmp_path / "s.yaml", store_dir, attacks=attacks, plugins=["mia_ray_test_plugins"])
+    assert main([sweep, "--output", str(tmp_path / "faulty"), "--no-report"]) == 0
+    assert marker.exists()  # an actor did die
+    assert main([sweep, "--output", str(tmp_path / "clean"), "--no-report"]) == 0  # marker present: no crash
+    key = ["trial_id", "attack", "step", "sample_id"]
+    a = read(str(tmp_path / "faulty" / "t"), "scores").sort_values(key).reset_index(drop=True)
+    b = read(str(tmp_path / "clean" / "t"), "scores").sort_values(key).reset_index(drop=True)
+    assert len(a) == 2 * 16 * 2 and a.equals(b)
+
+
+BAD = [
+    ({"bogus_key": 1}, "bogus_key"),
+    ({"eval_size": "many"}, "eval_size"),
+    ({"families": ["ddpm", "gan"]}, "families: unknown family 'gan'"),
+    ({"attacks": {"loss": {"steps": [5]}, "telepathy": {}}}, "attacks: unknown attack 'telepathy'"),
+    ({"data": {"source": "imagenet"}}, "data.source: unknown data source 'imagenet'"),
+    ({"epsilons": [10, 0]}, "epsilons"),
+    ({"epsilons": [-1]}, "epsilons"),
+    ({"attacks": {"loss": {"steps": [0, 1000]}}}, "attacks.loss.steps"),
+    ({"attacks": {"loss": {"step": [1]}}}, "attacks.loss"),
+    ({"train_sizes": [1790]}, "exceeds the pool of 1797"),
+    ({"data": {"source": "hdf5", "path": "/nonexistent/ffhq64.h5"}}, "/nonexistent/ffhq64.h5"),
+    ({"data": {"source": "folder"}}, "data.path"),
+    ({"resources": {"scorer_gpus": 1}}, "resources.scorer_gpus"),
+    ({"resources": {"train_cpus": 64}}, "resources.train_cpus"),
+    ({"eval_size": 100}, "eval_size"),
+    ({"model": {"block_out_channels": [12, 16]}}, "model.block_out_channels"),
+    ({"attacks": {"likelihood": {"rtol": 0}}}, "attacks.likelihood"),
+]
+
+
+@pytest.mark.parametrize("over,needle", BAD, ids=[b[1][:30] for b in BAD])
+def test_invalid_config_is_rejected_before_anything_is_written(local_ray, tmp_path, capsys, over, needle):
+    sweep = write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), **over)
+    assert main([sweep, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+
+
+def test_missing_sweep_file_and_dry_run(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    full = os.path.join(os.path.dirname(__file__), "..", "sweeps", "full_paper.yaml")
+    assert main([full, "--dry-run"]) == 0  # offline, without the data present
+    out = capsys.readouterr().out
+    assert "48 target(s)" in out and "dry run" in out
+    assert main(["--list"]) == 0
+    assert "vesde" in capsys.readouterr().out
