@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+RAY ?= ray[tune,data]==2.58.0
 export RAY_DATA_DISABLE_PROGRESS_BARS ?= 1
 
 .PHONY: venv test lint quickstart bench clean
@@ -10,10 +11,11 @@ export RAY_DATA_DISABLE_PROGRESS_BARS ?= 1
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
 
-# CPU torch first (a plain `torch` may pull a multi-GB CUDA build), then the package with its test extra.
+# CPU torch first (a plain `torch` may pull a multi-GB CUDA build) and the Ray version the project is
+# tested with (cluster/aws.yaml pins the same), then the package with its test extra.
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q "$(TORCH)" "$(RAY)"
 	$(BIN)/pip install -q -e ".[test,bench]"
 	touch $@
 

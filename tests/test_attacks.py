@@ -43,9 +43,10 @@ class GaussianAdapter:
         self.t_range = family.t_range
 
     def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m, std = self.family.mean_std(t.double())
+        """Mean [n, C, H, W] and variance [n, 1, 1, 1] at times t (0-d or [n])."""
+        m, std = self.family.mean_std(t.double().reshape(-1, 1, 1, 1))
         if isinstance(self.family, VEFamily):
-            return self.mu, self.s2 + std**2 - self.family.cfg.sigma_min**2
+            return self.mu.expand_as(m * self.mu), self.s2 + std**2 - self.family.cfg.sigma_min**2
         return m * self.mu, m**2 * self.s2 + 1 - m**2
 
     def ode_drift(self, x, t):
@@ -62,6 +63,7 @@ class GaussianAdapter:
     def exact_bpd(self, x: torch.Tensor) -> torch.Tensor:
         mean, var = self.marginal(torch.tensor(self.t_range[0], dtype=torch.float64))
         d = x[0].numel()
+        var = var.reshape(())
         nll = 0.5 * d * torch.log(2 * math.pi * var) + 0.5 * (x - mean).flatten(1).pow(2).sum(1) / var
         return nll / (d * math.log(2)) + BITS_OFFSET
 
@@ -81,6 +83,17 @@ def test_likelihood_matches_exact_gaussian_nll(name):
 
 
 # --- a tiny DDPM over-fitted on 64 digits ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread in this module: the tiny model gains little from two, and on a shared 2-core box
+    (other test runs busy) two OpenMP threads were measured 2x slower to train and up to 30x slower to
+    solve the likelihood ODE than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +132,17 @@ def test_loss_attack_is_near_chance_at_the_noisiest_step(overfit, loss_aucs):
     assert m["auc_ci_low"] <= 0.5 <= m["auc_ci_high"], m
 
 
-def test_likelihood_attack_beats_chance(overfit):
-    adapter, x, ids, member, _, _ = overfit
-    out = ATTACKS.get("likelihood")().run(adapter, x, ids, LikelihoodParams())
-    assert np.isfinite(out.score).all()
-    assert auc(out.score[0], member) > 0.75
+@pytest.fixture(scope="module")
+def likelihood128(overfit):
+    """The likelihood attack at its defaults on all 128 evaluation samples in one batch."""
+    adapter, x, ids, _, _, _ = overfit
+    return ATTACKS.get("likelihood")().run(adapter, x, ids, LikelihoodParams())
+
+
+def test_likelihood_attack_beats_chance(overfit, likelihood128):
+    member = overfit[3]
+    assert np.isfinite(likelihood128.score).all()
+    assert auc(likelihood128.score[0], member) > 0.75
 
 
 def test_null_auc_ci_covers_one_half(overfit, loss_aucs):
@@ -198,22 +217,30 @@ def test_loss_statistic_is_the_family_loss_under_keyed_noise(overfit):
         np.testing.assert_allclose(k3, np.mean(losses, 0), rtol=1e-6)
 
 
-def test_likelihood_is_nearly_independent_of_batch_composition(overfit):
-    """All samples of a batch share one adaptive step sequence, so a sample's bits/dim depends on its
-    batch-mates at the level of the solver tolerance: bitwise equality is impossible, but each sample
-    meets the tolerance on its own (per-sample error norm), so the difference stays far below the
-    membership signal. Probes are keyed by sample id, so repeated runs are bitwise equal."""
+def test_likelihood_is_independent_of_batch_composition(overfit, likelihood128):
+    """A sample's bits/dim must not depend on its batch-mates (within 2e-3 bpd).
+
+    Bitwise equality cannot be the contract: samples share each network call, and GPU kernels (and CPU
+    BLAS for small batches) change their last bits with the batch size; the adaptive solver amplifies
+    such ulps through its accept / reject decisions up to its actual error (~0.01 bpd at the default
+    tolerance on this model, whose sinusoidal time embedding makes the drift oscillate in t with period
+    ~2 pi / 999, shorter than the solver's steps). On CPU the solver avoids every such source (per-sample
+    steps, forwards padded to >= 16 rows, step factors rounded from float64) and is bitwise independent
+    of the batch; this checks 128 samples in one batch against chunks of 5, 5, 5 and 1.
+    Probes are keyed by (seed, sample id): another seed gives other scores (repeated runs being bitwise
+    equal is checked by the conformance test)."""
     adapter, x, ids, _, _, _ = overfit
-    sel = torch.arange(0, 128, 8)  # 16 samples: 8 members, 8 non-members
-    x, ids = x[sel], ids[sel]
+    whole = likelihood128.statistic  # one batch of 128
+    sel = torch.arange(0, 128, 8)  # 16 of them (8 members, 8 non-members)
     attack = ATTACKS.get("likelihood")()
     params = LikelihoodParams()
-    whole = attack.run(adapter, x, ids, params).statistic
     chunks = np.concatenate(
-        [attack.run(adapter, x[i : i + 5], ids[i : i + 5], params).statistic for i in range(0, 16, 5)], 1
+        [attack.run(adapter, x[sel[i : i + 5]], ids[sel[i : i + 5]], params).statistic for i in range(0, 16, 5)],
+        1,
     )
-    np.testing.assert_allclose(chunks, whole, rtol=0, atol=2e-3)
-    np.testing.assert_array_equal(attack.run(adapter, x, ids, params).statistic, whole)
+    np.testing.assert_allclose(chunks, whole[:, sel.numpy()], rtol=0, atol=2e-3)
+    other_seed = attack.run(adapter, x[sel[:8]], ids[sel[:8]], LikelihoodParams(seed=1)).statistic
+    assert np.abs(other_seed - chunks[:, :8]).mean() > 0.05
 
 
 # --- conformance: every registered attack ------------------------------------------------------------
@@ -222,7 +249,7 @@ def test_likelihood_is_nearly_independent_of_batch_composition(overfit):
 # attack must be added here to be covered by the conformance test.
 CHEAP = {
     "loss": (LossParams(steps=[0, 10, 500, 999]), -1),
-    "likelihood": (LikelihoodParams(), -1),
+    "likelihood": (LikelihoodParams(rtol=1e-2, atol=1e-2), -1),
 }
 
 
@@ -242,7 +269,7 @@ def test_attack_conformance(name, untrained, digits64):
     images = torch.from_numpy(digits64[:5])
     ids = torch.tensor([3, 17, 5, 1000, 42])
     out = attack.run(untrained, images, ids, params)
-    steps = attack.steps(params)
+    steps = attack.steps(params, untrained.num_steps)
     assert out.steps == steps
     assert out.score.shape == out.statistic.shape == (len(steps), 5)
     assert np.isfinite(out.score).all() and np.isfinite(out.statistic).all()
@@ -273,7 +300,7 @@ def test_attack_conformance(name, untrained, digits64):
 
 def test_score_batch_runs_several_attacks_in_one_pass(untrained, digits64):
     batch = {"image": digits64[:3], "sample_id": np.array([1, 2, 3]), "is_member": np.array([1, 0, 1])}
-    specs = [AttackSpec("loss", LossParams(steps=[5, 9])), AttackSpec("likelihood", LikelihoodParams())]
+    specs = [AttackSpec("loss", LossParams(steps=[5, 9])), AttackSpec("likelihood", CHEAP["likelihood"][0])]
     cols = score_batch(untrained, batch, specs)
     assert list(cols["attack"]) == ["loss"] * 6 + ["likelihood"] * 3
     assert list(cols["step"]) == [5, 5, 5, 9, 9, 9] + [NO_STEP] * 3
@@ -281,6 +308,16 @@ def test_score_batch_runs_several_attacks_in_one_pass(untrained, digits64):
     empty = score_batch(untrained, dict(batch, rank=np.array([3, 4, 5])), [AttackSpec("loss", LossParams(),
                                                                                       max_samples=2)])
     assert all(len(v) == 0 for v in empty.values()) and empty["step"].dtype == np.int64
+
+
+def test_loss_all_steps_scores_the_full_curve(untrained, digits64):
+    attack = ATTACKS.get("loss")()
+    images, ids = torch.from_numpy(digits64[:2]), torch.tensor([4, 9])
+    full = attack.run(untrained, images, ids, LossParams(all_steps=True, steps=[]))
+    assert full.steps == list(range(1000)) and full.statistic.shape == (1000, 2)
+    some = attack.run(untrained, images, ids, LossParams(steps=[0, 500, 999]))
+    np.testing.assert_array_equal(full.statistic[[0, 500, 999]], some.statistic)
+    attack.validate(LossParams(all_steps=True, steps=[]), 1000, "attacks.x")
 
 
 @pytest.mark.parametrize(
@@ -294,7 +331,6 @@ def test_score_batch_runs_several_attacks_in_one_pass(untrained, digits64):
         ("likelihood", LikelihoodParams(rtol=0.0), r"attacks\.x\.rtol"),
         ("likelihood", LikelihoodParams(atol=-1e-5), r"attacks\.x\.atol"),
         ("likelihood", LikelihoodParams(probes=0), r"attacks\.x\.probes"),
-        ("likelihood", LikelihoodParams(method="euler"), r"attacks\.x\.method = 'euler'; allowed: dopri5"),
     ],
 )
 def test_validate_rejects_unusable_parameters(name, params, match):

@@ -16,6 +16,7 @@ import torch
 from .. import noise as keyed
 from ..errors import ConfigError
 from .base import ATTACKS, Attack, AttackOutput
+from .loss import _MIN_ROWS
 from .ode import solve
 
 BITS_OFFSET = 7.0  # data in [-1, 1] is 8-bit data scaled by 1/127.5: + log2(128) per dim (score_sde)
@@ -63,8 +64,15 @@ def bits_per_dim(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: Li
                 div = div + (vjp * v).flatten(1).sum(1)
         return torch.cat([drift.detach().flatten(1), (div / params.probes)[:, None]], 1)
 
+    def padded_rhs(t, state, rows):  # fewer than _MIN_ROWS rows: pad by repeating the last (see loss.py)
+        n = len(rows)
+        if n >= _MIN_ROWS:
+            return rhs(t, state, rows)
+        pad = torch.arange(_MIN_ROWS, device=state.device).clamp(max=n - 1)
+        return rhs(t[pad], state[pad], rows[pad])[:n]
+
     state0 = torch.cat([x0.flatten(1), torch.zeros(b, 1, dtype=x0.dtype, device=x0.device)], 1)
     t0, t1 = adapter.t_range
-    end, _ = solve(rhs, state0, t0, t1, params.rtol, params.atol)
+    end, _ = solve(padded_rhs, state0, t0, t1, params.rtol, params.atol)
     logp = adapter.prior_logp(end[:, :d].reshape(x0.shape)) + end[:, d]
     return -logp / (d * math.log(2)) + BITS_OFFSET

@@ -32,6 +32,13 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).mean(1).sqrt()
 
 
+def _pow(x: torch.Tensor, e: float) -> torch.Tensor:
+    """``x ** e`` whose every element is independent of the tensor's length: float32 ``pow`` on CPU differs
+    in the last bit between torch's vectorised loop body and its scalar tail, which made a row's step size
+    (and through it its bits/dim) depend on how many rows were active. Rounded from float64 it does not."""
+    return (x.double() ** e).to(x.dtype)
+
+
 def solve(f, y0: torch.Tensor, t0: float, t1: float, rtol: float, atol: float, max_steps: int = 100_000):
     """Integrate dy/dt = f(t, y, rows) for each row of ``y0`` [B, D] from t0 to t1.
 
@@ -69,7 +76,7 @@ def solve(f, y0: torch.Tensor, t0: float, t1: float, rtol: float, atol: float, m
         t[acc] = torch.where(t1 - t_new <= 1e-12 * abs(t1), torch.full_like(t_new, t1), t_new)
         y[acc] = y_new[ok]
         k1[acc] = ks[6][ok]
-        factor = torch.clamp(0.9 * ratio.clamp(min=1e-10) ** -0.2, 0.2, 10.0)
+        factor = torch.clamp(0.9 * _pow(ratio.clamp(min=1e-10), -0.2), 0.2, 10.0)
         h[idx] = hi * torch.where(ok, factor, factor.clamp(max=1.0))
         active[acc] = t[acc] < t1
     else:
@@ -85,5 +92,5 @@ def _initial_step(f, t, y, f0, rtol, atol, span):
     f1 = f(t + h0, y + h0[:, None] * f0)
     d2 = _rms((f1 - f0) / scale) / h0
     dmax = torch.maximum(d1, d2)
-    h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / dmax) ** 0.2)
+    h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), _pow(0.01 / dmax, 0.2))
     return torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))

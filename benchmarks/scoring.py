@@ -1,0 +1,184 @@
+"""Ray Data scoring throughput against an in-process loop on the same cores and the same workload.
+
+    python benchmarks/scoring.py                 # ~2-3 minutes on 2 CPU cores
+    python benchmarks/scoring.py --quickstart    # also times `python -m mia_ray.sweep sweeps/quickstart.yaml`
+
+Prints ONE JSON object. The workload: the loss attack at 100 steps over 2 x 64 digits samples (64 members,
+64 non-members) of a tiny DDPM, trained once into ``--store`` (reused when present).
+
+* in-process: ``mia_ray.trial.score_in_process`` with torch threads = all cores (the reference path);
+* Ray: ``mia_ray.distributed.scoring.score_with_ray`` on a local Ray with all cores, one scorer actor per core,
+  each with 1 CPU (and 1 torch thread).
+
+Every call of ``score_with_ray`` starts its own actor pool. Its one-time start-up (actor process, imports,
+model load) ends when the first actor turns ALIVE in Ray's actor table (``actor_startup_seconds``); the
+throughput ``ray_samples_per_s`` counts from that moment to the end of the call. Repeats of the two paths
+are interleaved; every figure is a median over ``--repeats``. For context it also times the in-process loop
+with one torch thread (as each actor runs) and records the machine's load average: on a shared box, torch's
+multi-threaded kernels slow down badly when other processes hold the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from mia_ray import sweep_config  # noqa: E402
+from mia_ray.config import Resources, spec_json  # noqa: E402
+from mia_ray.distributed.scoring import score_with_ray  # noqa: E402
+from mia_ray.training import TargetStore  # noqa: E402
+from mia_ray.trial import eval_samples, score_in_process  # noqa: E402
+
+STEPS = list(range(0, 1000, 10))  # 100 steps
+
+
+def sweep_yaml(path: str, store: str, eval_size: int, train_steps: int) -> str:
+    """The tiny sweep (one DDPM target, the quickstart's model) whose first trial is the workload."""
+    cfg = {
+        "name": "bench",
+        "store": store,
+        "families": ["ddpm"],
+        "train_sizes": [64],
+        "eval_size": eval_size,
+        "data": {"source": "digits"},
+        "model": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8},
+        "train": {"steps": train_steps, "batch_size": 64, "lr": 0.002},
+        "attacks": {"loss": {"steps": STEPS}},
+    }
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
+def workload(store: str, eval_size: int = 64, train_steps: int = 200):
+    """(trial, target, rows): the target is trained into ``store`` the first time."""
+    os.makedirs(store, exist_ok=True)
+    cfg, _ = sweep_config.load(sweep_yaml(os.path.join(store, "bench_sweep.yaml"), store, eval_size, train_steps))
+    trial = sweep_config.expand(cfg)[0]
+    target = TargetStore(store).get_or_train(trial.spec, progress=False)
+    rows, _ = eval_samples(trial)
+    return trial, target, rows
+
+
+def timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def time_in_process(trial, target, rows, batch_size: int) -> float:
+    return timed(lambda: score_in_process(target, trial, rows, batch_size=batch_size))[0]
+
+
+def time_ray(store: str, trial, rows, resources) -> dict:
+    """One ``score_with_ray`` call (a fresh actor pool), split at the moment its first actor was up.
+
+    ``startup``: call start -> the first scorer actor ALIVE (its ``__init__`` done: process, imports, model
+    load), from the GCS actor table; ``compute``: that moment -> the call's end; ``startup_last``: call start
+    -> the last actor ALIVE (the pool starts all its actors at once).
+    """
+    t0 = time.time()
+    cols, _ = score_with_ray(store, spec_json(trial.spec), trial.attacks, rows, resources)
+    t1 = time.time()
+    assert len(cols["score"]) == len(rows["sample_id"]) * len(STEPS)
+    up = sorted(
+        a["StartTime"] / 1000
+        for a in ray._private.state.actors().values()  # GCS actor table: StartTime = when it became ALIVE
+        if "Scorer" in a.get("ActorClassName", "") and a.get("StartTime", 0) / 1000 >= t0
+    )
+    assert up, "no scorer actor found in the actor table"
+    return {"wall": t1 - t0, "startup": up[0] - t0, "startup_last": up[-1] - t0, "compute": t1 - up[0]}
+
+
+def med(xs) -> float:
+    return float(statistics.median(xs))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cpus", type=int, default=len(os.sched_getaffinity(0)), help="cores used by both paths")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32, help="samples per scorer call (both paths)")
+    ap.add_argument("--store", default="/tmp/mia_ray_bench_store", help="target store (reused if present)")
+    ap.add_argument("--quickstart", action="store_true", help="also time the quickstart sweep end to end")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.cpus)
+    trial, target, rows = workload(args.store)
+    n = len(rows["sample_id"])
+    res = Resources(scorer_actors=args.cpus, scorer_cpus=1, batch_size=args.batch_size)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        load_before = os.getloadavg()[0]
+        time_in_process(trial, target, {k: v[:1] for k, v in rows.items()}, args.batch_size)  # warm-up
+        inproc, inproc1, calls = [], [], []
+        for _ in range(args.repeats):
+            inproc.append(time_in_process(trial, target, rows, args.batch_size))
+            torch.set_num_threads(1)  # context: one thread, as each scorer actor runs
+            inproc1.append(time_in_process(trial, target, rows, args.batch_size))
+            torch.set_num_threads(args.cpus)
+            calls.append(time_ray(args.store, trial, rows, res))
+    finally:
+        ray.shutdown()
+    ray_compute = med(c["compute"] for c in calls)
+    out = {
+        "benchmark": "scoring",
+        "workload": f"loss attack, {len(STEPS)} steps, {n} samples ({n // 2} members + {n // 2} non-members), "
+        f"digits 8x8, UNet2DModel {target.meta.get('params', '?')} params, batch {args.batch_size}",
+        "cpus": args.cpus,
+        "threads": args.cpus,
+        "scorer_actors": args.cpus,
+        "torch_version": torch.__version__,
+        "ray_version": ray.__version__,
+        "inprocess_samples_per_s": n / med(inproc),
+        "ray_samples_per_s": n / ray_compute,
+        "ray_vs_inprocess_throughput": med(inproc) / ray_compute,
+        "actor_startup_seconds": med(c["startup"] for c in calls),
+        "actor_startup_seconds_last_actor": med(c["startup_last"] for c in calls),
+        "ray_end_to_end_samples_per_s": n / med(c["wall"] for c in calls),
+        "forward_passes_per_s_inprocess": n * len(STEPS) / med(inproc),
+        "inprocess_1_thread_samples_per_s": n / med(inproc1),
+        "loadavg_1min_before_after": [load_before, os.getloadavg()[0]],
+        "repeats": args.repeats,
+        "raw_seconds": {
+            "inprocess": inproc,
+            "inprocess_1_thread": inproc1,
+            "ray_calls": calls,
+        },
+    }
+    if args.quickstart:
+        out.update(time_quickstart())
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def time_quickstart() -> dict:
+    """Wall time of the quickstart sweep from a fresh output directory (targets trained from scratch)."""
+    tmp = tempfile.mkdtemp(prefix="mia_ray_quickstart_")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "mia_ray.sweep", "sweeps/quickstart.yaml", "--output", tmp, "--no-report"]
+    try:
+        t, proc = timed(lambda: subprocess.run(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                               text=True))
+        if proc.returncode:
+            raise SystemExit(f"quickstart failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"quickstart_seconds": t, "quickstart_command": " ".join(cmd[1:])}
+
+
+if __name__ == "__main__":
+    main()

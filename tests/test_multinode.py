@@ -1,0 +1,201 @@
+"""A simulated multi-node cluster on one machine (``ray.cluster_utils.Cluster``): a 1-CPU head and two worker
+nodes of 1 CPU + 1 logical GPU each. Torch sees no CUDA, so every actor scores on CPU (as intended).
+
+All nodes share this machine's filesystem and IP address, so node-local output paths are accepted
+(``preflight.check_output`` refuses them only when the cluster spans several hosts).
+"""
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pytest
+import ray
+import yaml
+from ray.cluster_utils import Cluster
+
+from mia_ray import sweep_config
+from mia_ray.attacks import ATTACKS
+from mia_ray.attacks.loss import LossAttack
+from mia_ray.config import spec_json
+from mia_ray.distributed.scoring import score_with_ray
+from mia_ray.sweep import main
+from mia_ray.training import TargetStore
+from mia_ray.trial import eval_samples, score_in_process
+
+pytestmark = pytest.mark.slow
+
+LOSS_STEPS = [0, 25, 50, 100, 200, 999]
+ROWS = 2 * 16  # eval_size members + as many non-members
+STEPS = len(LOSS_STEPS) + 1  # (attack, step) pairs per trial: the loss steps and paced_loss at step 0
+WORKER = {"num_cpus": 1, "num_gpus": 1}
+KEY = ["attack", "step", "sample_id"]
+
+
+@dataclass
+class PacedLossParams:
+    seconds: float = 1.0  # sleep per batch, so that scoring outlasts the start-up of every actor
+    steps: list[int] = field(default_factory=lambda: [0])
+    all_steps: bool = False
+    draws: int = 1
+    seed: int = 0
+    max_batch: int = 1024
+
+
+# A plugin (``plugins: [test_multinode]``; conftest puts tests/ on the workers' PYTHONPATH): the loss attack,
+# slowed down. A tiny model scores a batch in milliseconds; without the pause the first actor to start would
+# score every batch before its peers are up, and nothing would be spread.
+if "paced_loss" not in ATTACKS:
+
+    @ATTACKS.register("paced_loss")
+    class PacedLoss(LossAttack):
+        Params = PacedLossParams
+
+        def run(self, adapter, images, sample_ids, params):
+            time.sleep(params.seconds)
+            return super().run(adapter, images, sample_ids, params)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+    workers = [c.add_node(**WORKER) for _ in range(2)]
+    c.wait_for_nodes()
+    ray.init(address=c.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    c.workers = workers
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("store"))
+
+
+def write_sweep(path, store, **over) -> str:
+    """A tiny sweep whose scorers need a (logical) GPU each: they can only run on the worker nodes."""
+    cfg = {
+        "name": "mn",
+        "store": store,
+        "families": ["ddpm"],
+        "train_sizes": [64],
+        "epsilons": [float("inf")],
+        "seeds": [0],
+        "eval_size": 16,
+        "data": {"source": "digits"},
+        "model": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 8},
+        "train": {"steps": 5, "batch_size": 64, "lr": 0.002},
+        "attacks": {"loss": {"steps": LOSS_STEPS}, "paced_loss": {"seconds": 1.0}},
+        "plugins": ["test_multinode"],
+        "bootstrap": 20,
+        "resources": {"scorer_actors": 2, "scorer_cpus": 1, "scorer_gpus": 1, "train_cpus": 1,
+                      "max_concurrent_trials": 1, "batch_size": 4},
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return str(path)
+
+
+def read(root, table):
+    return pads.dataset(f"{root}/{table}", format="parquet").to_table().to_pandas()
+
+
+def in_process_scores(sweep_path) -> dict:
+    """The single-process reference scores of every trial of a sweep (training the targets if needed)."""
+    cfg, _ = sweep_config.load(sweep_path)
+    out = {}
+    for trial in sweep_config.expand(cfg):
+        target = TargetStore(cfg.store).get_or_train(trial.spec, progress=False)
+        rows, _ = eval_samples(trial)
+        s = pd.DataFrame(score_in_process(target, trial, rows, batch_size=32))
+        out[trial.trial_id] = s.sort_values(KEY).reset_index(drop=True)
+    return out
+
+
+def worker_nodes(cluster) -> set:
+    return {w.node_id for w in cluster.workers}
+
+
+@pytest.mark.timeout(300)
+def test_scorers_spread_over_nodes_and_match_a_single_process(cluster, store_dir, tmp_path):
+    sweep = write_sweep(tmp_path / "s.yaml", store_dir)
+    reference = in_process_scores(sweep)
+    cfg, _ = sweep_config.load(sweep)
+    trial = sweep_config.expand(cfg)[0]
+    rows, _ = eval_samples(trial)
+
+    # one trial scored straight through Ray Data: 32 samples in batches of 4 on 2 one-GPU actors
+    cols, nodes = score_with_ray(store_dir, spec_json(trial.spec), trial.attacks, rows, cfg.resources)
+    assert len(nodes) >= 2 and nodes <= worker_nodes(cluster), nodes  # GPU actors: worker nodes only
+    there = pd.DataFrame(cols).sort_values(KEY).reset_index(drop=True)
+    here = reference[trial.trial_id]
+    assert here[KEY].equals(there[KEY])
+    assert np.array_equal(here.score.to_numpy(), there.score.to_numpy())  # bitwise
+
+    # the whole sweep through Tune on the cluster
+    out = tmp_path / "out"
+    assert main([sweep, "--output", str(out), "--no-report"]) == 0
+    root = str(out / "mn")
+    m = read(root, "metrics")
+    assert len(m) == STEPS and not m.duplicated(["trial_id", "attack", "step"]).any()
+    s = read(root, "scores").sort_values(KEY).reset_index(drop=True)
+    assert len(s) == ROWS * STEPS
+    assert s[KEY].equals(here[KEY]) and np.array_equal(s.score.to_numpy(), here.score.to_numpy())
+
+
+@pytest.mark.timeout(400)
+def test_losing_a_worker_node_mid_sweep_still_completes(cluster, tmp_path):
+    """A worker node disappears while its scorer actor has batches in flight (2 trials, one at a time): Ray
+    restarts the actor on the remaining worker, and the sweep ends with complete, exact results."""
+    store = str(tmp_path / "store")
+    out = tmp_path / "out"
+    sweep = write_sweep(tmp_path / "s.yaml", store, train_sizes=[64, 80])
+    reference = in_process_scores(sweep)  # also stores the targets: the sweep goes straight to scoring
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    cmd = [sys.executable, "-m", "mia_ray.sweep", sweep, "--output", str(out), "--no-report"]
+    log = open(tmp_path / "sweep.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        victim = wait_for_a_busy_scorer(cluster, proc, deadline=time.time() + 200)
+        cluster.remove_node(victim)  # no replacement: the rest of the sweep runs on the one worker left
+        cluster.workers.remove(victim)
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+        while len(cluster.workers) < 2:  # restore the module's cluster for any later test
+            cluster.workers.append(cluster.add_node(**WORKER))
+    assert rc == 0, (tmp_path / "sweep.log").read_text()[-4000:]
+    root = str(out / "mn")
+    m = read(root, "metrics")
+    assert len(m) == 2 * STEPS and not m.duplicated(["trial_id", "attack", "step"]).any()
+    s = read(root, "scores")
+    assert len(s) == 2 * ROWS * STEPS and not s.duplicated(["trial_id"] + KEY).any()
+    # the results equal a single-process run, bitwise
+    for tid, here in reference.items():
+        there = s[s.trial_id == tid].sort_values(KEY).reset_index(drop=True)
+        assert there[KEY].equals(here[KEY]) and np.array_equal(there.score.to_numpy(), here.score.to_numpy()), tid
+
+
+def wait_for_a_busy_scorer(cluster, proc, deadline):
+    """The worker node of a live scoring actor (Ray Data's ``MapWorker`` running ``Scorer``)."""
+    workers = {w.node_id: w for w in cluster.workers}
+    while time.time() < deadline:
+        assert proc.poll() is None, "the sweep ended before a node could be removed"
+        for a in ray._private.state.actors().values():  # GCS actor table: works without the dashboard
+            node = a.get("Address", {}).get("NodeID")
+            if a.get("State") == "ALIVE" and "Scorer" in a.get("ActorClassName", "") and node in workers:
+                return workers[node]
+        time.sleep(0.2)
+    raise AssertionError("no scoring actor started in time")
