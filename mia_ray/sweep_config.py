@@ -33,10 +33,6 @@ class Trial:
     eval_size: int
     attacks: list[AttackSpec] = field(default_factory=list)
 
-    @property
-    def label(self) -> str:
-        return self.trial_id.rsplit("-", 1)[0]
-
 
 def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, str]:
     """The validated sweep config and its resolved YAML text."""

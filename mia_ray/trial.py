@@ -154,8 +154,8 @@ def write_results(
 
 
 def _num(x) -> float:
-    x = float(x) if x is not None else math.nan
-    return x
+    """A stored statistic as a float (NaN when absent)."""
+    return float(x) if x is not None else math.nan
 
 
 def run_trial(
