@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from .data import open_source
 from .errors import ConfigError, DataError
@@ -28,15 +29,21 @@ def check_data(cfg) -> None:
         )
 
 
-def resolve_resources(cfg) -> None:
+@dataclass
+class ClusterView:
+    """What preflight needs to know of a Ray cluster: total resources and the live nodes' records."""
+
+    total: dict
+    nodes: list  # ray.nodes() entries that are alive ("Resources", "NodeManagerAddress", ...)
+
+
+def resolve_resources(cfg, cluster: ClusterView) -> None:
     """Fill the ``null`` (auto) resources from the cluster so that every GPU (or CPU) is kept busy.
 
     An autoscaling cluster that starts without GPU workers reports no GPUs: set the GPU keys explicitly
     there (sweeps/full_paper.yaml does).
     """
-    import ray
-
-    total = ray.cluster_resources()
+    total = cluster.total
     gpus, cpus = total.get("GPU", 0), total.get("CPU", 1)
     r = cfg.resources
     if r.scorer_gpus is None:
@@ -51,12 +58,9 @@ def resolve_resources(cfg) -> None:
             r.max_concurrent_trials = max(1, int(cpus // max(r.train_cpus, r.scorer_actors * r.scorer_cpus)))
 
 
-def check_resources(cfg) -> None:
+def check_resources(cfg, cluster: ClusterView) -> None:
     """Refuse resources that the cluster can never satisfy (they would hang, not fail)."""
-    import ray
-
-    total = ray.cluster_resources()
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total, nodes = cluster.total, cluster.nodes
     cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
     gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
     r = cfg.resources
@@ -73,11 +77,9 @@ def check_resources(cfg) -> None:
             )
 
 
-def check_output(cfg) -> None:
+def check_output(cfg, cluster: ClusterView) -> None:
     """With several machines, results and the target store must be on shared storage."""
-    import ray
-
-    hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    hosts = {n["NodeManagerAddress"] for n in cluster.nodes}
     if len(hosts) < 2:
         return
     for key in ("output", "store"):

@@ -101,7 +101,7 @@ def summary_table(root: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # flags may come before, between or after overrides
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.list:
         _list()
@@ -130,29 +130,20 @@ def _run(args) -> int:
         return 0
     check_data(cfg)
     root = sweep_config.results_root(cfg)
-    import ray
-
     from . import results
+    from .distributed.session import cluster_view, ray_session
     from .distributed.tuning import SweepContext, run_tune
     from .preflight import check_resources, resolve_resources
 
     if not sys.stderr.isatty():
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     address = args.address or os.environ.get("RAY_ADDRESS")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address=address,
-            num_cpus=None if address else cfg.resources.num_cpus,
-            include_dashboard=False,
-            log_to_driver=True,
-            configure_logging=False,
-        )
-    try:
-        resolve_resources(cfg)
+    with ray_session(address, cfg.resources.num_cpus):
+        cluster = cluster_view()
+        resolve_resources(cfg, cluster)
         print(resources_line(cfg.resources).replace("resources:", "resources (resolved):"), flush=True)
-        check_resources(cfg)
-        check_output(cfg)
+        check_resources(cfg, cluster)
+        check_output(cfg, cluster)
         results.write_text_atomic(root, "sweep.yaml", yaml_text)
         done = sum(results.trial_done(root, t.trial_id) for t in trials)
         if done:
@@ -161,9 +152,6 @@ def _run(args) -> int:
             cfg.name, root, sweep_config.store_root(cfg), cfg.resources, cfg.bootstrap, list(cfg.plugins)
         )
         errors = run_tune(trials, ctx)
-    finally:
-        if started:
-            ray.shutdown()
     missing = [t.trial_id for t in trials if not results.trial_done(root, t.trial_id)]
     print()
     print(summary_table(root))

@@ -198,3 +198,11 @@ def test_missing_sweep_file_and_dry_run(tmp_path, capsys):
     assert "48 target(s)" in out and "dry run" in out
     assert main(["--list"]) == 0
     assert "vesde" in capsys.readouterr().out
+
+
+def test_flags_may_come_after_overrides(tmp_path, capsys):
+    quick = os.path.join(os.path.dirname(__file__), "..", "sweeps", "quickstart.yaml")
+    assert main([quick, "families=[vpsde]", "--output", str(tmp_path / "o"), "train_sizes=[64]", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 target(s)" in out and str(tmp_path / "o") in out
+    assert not (tmp_path / "o").exists()
