@@ -1,10 +1,12 @@
-"""``python -m analysis RESULTS_DIR [--out DIR]``: figures, CSV tables and report.html; prints the tables."""
+"""``python -m analysis RESULTS_DIR [--out DIR]``: figures, CSV tables and report.html; prints the tables
+and whether the paper's findings hold."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from analysis.findings import check, format_findings
 from analysis.loader import AnalysisError, load
 from analysis.report import _title, build_report
 from analysis.tables import to_markdown
@@ -16,13 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="where to write the report (default RESULTS_DIR/report)")
     args = parser.parse_args(argv)
     try:
-        path, tables = build_report(load(args.results_dir), args.out)
+        results = load(args.results_dir)
+        path, tables = build_report(results, args.out)
     except AnalysisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, frame in tables.items():
         print(f"\n## {_title(name)}\n")
         print(to_markdown(frame) if len(frame) else "(no rows)")
+    print("\n" + format_findings(*check(results)))
     print(f"\nreport: {path}")
     return 0
 

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from analysis.figures import FIGURES, write_figures
+from analysis.findings import check
 from analysis.loader import Results, load
 from analysis.plot_style import ordered_families
 from analysis.tables import all_tables, attacks, format_table, write_csvs
@@ -59,6 +60,18 @@ def _embed(path: str) -> str:
         return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 
 
+def _findings_html(results: Results) -> list[str]:
+    attack, found = check(results)
+    if not found:
+        return []
+    verdict = {True: "holds", False: "does not hold", None: "not tested"}
+    out = [f'<h3 id="findings">The paper\'s findings ({html.escape(attack)} attack)</h3>', "<ul>"]
+    for f in found:
+        items = "".join(f"<li>{html.escape(e)}</li>" for e in f.evidence)
+        out.append(f"<li><b>{verdict[f.holds]}</b>: {html.escape(f.claim)}<ul>{items}</ul></li>")
+    return [*out, "</ul>"]
+
+
 def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
     """The report as one HTML string (PNG images embedded as data URIs)."""
     name = html.escape(results.sweep_name)
@@ -71,6 +84,7 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
         "<h2>Tables</h2>",
         f'<p class="note">{html.escape(NOTE)}</p>',
     ]
+    out.extend(_findings_html(results))
     for key, frame in tables.items():
         out.append(f'<h3 id="table-{key}">{html.escape(_title(key))}</h3>')
         out.append(format_table(frame).to_html(index=False, border=0, na_rep="n/a"))

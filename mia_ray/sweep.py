@@ -155,6 +155,11 @@ def _run(args) -> int:
     missing = [t.trial_id for t in trials if not results.trial_done(root, t.trial_id)]
     print()
     print(summary_table(root))
+    from analysis import load
+    from analysis.findings import check, format_findings
+
+    print()
+    print(format_findings(*check(load(root))))
     print(f"\nresults: {root}/{{metrics,scores,targets,splits}}/  (schema v{results.SCHEMA_VERSION})")
     if not args.no_report:
         from analysis.report import write_report

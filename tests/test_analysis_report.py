@@ -34,6 +34,7 @@ def test_cli_prints_the_tables_and_the_report_path(cli_run):
     assert printed.rstrip().endswith(f"report: {report}")
     assert "## Loss attack: the best diffusion step of each setting" in printed and "| ddpm" in printed
     assert "## Differential privacy" in printed and "∞ (no DP)" in printed
+    assert printed.count("[holds]") == 3 and "smaller training sets leak more" in printed
 
 
 def test_every_figure_is_written_and_non_empty(cli_run):
@@ -58,6 +59,7 @@ def test_report_embeds_every_figure_table_and_the_config(cli_run):
     for text in ("TPR@1%FPR", "best step", "ε spent", "final loss", "∞ (no DP)", "n/a", "1.000", "0.920"):
         assert text in html, text
     assert "epsilon: [.inf, 1.0]" in html and SWEEP_YAML.splitlines()[0] in html
+    assert 'id="findings"' in html and html.count("<b>holds</b>") == 3
 
 
 def test_roc_at_requested_steps(cli_run, tmp_path):
