@@ -2,6 +2,7 @@
 
     python benchmarks/scoring.py                 # ~2-3 minutes on 2 CPU cores
     python benchmarks/scoring.py --quickstart    # also times `python -m mia_ray.sweep sweeps/quickstart.yaml`
+    python benchmarks/scoring.py --quickstart-only
 
 Prints ONE JSON object. The workload: the loss attack at 100 steps over 2 x 64 digits samples (64 members,
 64 non-members) of a tiny DDPM, trained once into ``--store`` (reused when present).
@@ -43,6 +44,10 @@ from mia_ray.training import TargetStore  # noqa: E402
 from mia_ray.trial import eval_samples, score_in_process  # noqa: E402
 
 STEPS = list(range(0, 1000, 10))  # 100 steps
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+with open(os.path.join(REPO, "sweeps", "quickstart.yaml")) as _f:
+    QUICKSTART_MODEL = yaml.safe_load(_f)["model"]
+QUICKSTART_BUDGET_S = 600  # issue: the quickstart runs in <= 10 minutes on 2 CPU cores
 
 
 def sweep_yaml(path: str, store: str, eval_size: int, train_steps: int) -> str:
@@ -54,7 +59,7 @@ def sweep_yaml(path: str, store: str, eval_size: int, train_steps: int) -> str:
         "train_sizes": [64],
         "eval_size": eval_size,
         "data": {"source": "digits"},
-        "model": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8},
+        "model": QUICKSTART_MODEL,
         "train": {"steps": train_steps, "batch_size": 64, "lr": 0.002},
         "attacks": {"loss": {"steps": STEPS}},
     }
@@ -114,7 +119,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-size", type=int, default=32, help="samples per scorer call (both paths)")
     ap.add_argument("--store", default="/tmp/mia_ray_bench_store", help="target store (reused if present)")
     ap.add_argument("--quickstart", action="store_true", help="also time the quickstart sweep end to end")
+    ap.add_argument("--quickstart-only", action="store_true", help="time the quickstart sweep only")
     args = ap.parse_args(argv)
+    if args.quickstart_only:
+        out = {"benchmark": "quickstart", "cpus": args.cpus, "torch_version": torch.__version__,
+               "ray_version": ray.__version__, **time_quickstart()}
+        print(json.dumps(out, indent=2))
+        return out
 
     torch.set_num_threads(args.cpus)
     trial, target, rows = workload(args.store)
@@ -166,18 +177,29 @@ def main(argv=None) -> dict:
 
 
 def time_quickstart() -> dict:
-    """Wall time of the quickstart sweep from a fresh output directory (targets trained from scratch)."""
+    """Wall time of the quickstart sweep from a fresh output directory (targets trained from scratch), its
+    share of the 10-minute budget, and whether the paper's three findings held on its results."""
+    from analysis import load
+    from analysis.findings import check
+
     tmp = tempfile.mkdtemp(prefix="mia_ray_quickstart_")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cmd = [sys.executable, "-m", "mia_ray.sweep", "sweeps/quickstart.yaml", "--output", tmp, "--no-report"]
     try:
-        t, proc = timed(lambda: subprocess.run(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        load_before = os.getloadavg()[0]
+        t, proc = timed(lambda: subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                                text=True))
         if proc.returncode:
             raise SystemExit(f"quickstart failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        _, found = check(load(os.path.join(tmp, "quickstart")))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"quickstart_seconds": t, "quickstart_command": " ".join(cmd[1:])}
+    return {
+        "quickstart_seconds": t,
+        "quickstart_fraction_of_budget": t / QUICKSTART_BUDGET_S,
+        "quickstart_findings": {f.claim: f.holds for f in found},
+        "quickstart_loadavg_1min_before": load_before,
+        "quickstart_command": " ".join(cmd[1:]),
+    }
 
 
 if __name__ == "__main__":
