@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 import ray
-import yaml
+import sweep_files
 from ray.cluster_utils import Cluster
 
 from mia_ray import sweep_config
@@ -31,6 +31,14 @@ from mia_ray.trial import eval_samples, score_in_process
 pytestmark = pytest.mark.slow
 
 LOSS_STEPS = [0, 25, 50, 100, 200, 999]
+MULTINODE = {
+    **sweep_files.TINY,
+    "name": "mn",
+    "attacks": {"loss": {"steps": LOSS_STEPS}, "paced_loss": {"seconds": 1.0}},
+    "plugins": ["test_multinode"],
+    "resources": {"scorer_actors": 2, "scorer_cpus": 1, "scorer_gpus": 1, "train_cpus": 1,
+                  "max_concurrent_trials": 1, "batch_size": 4},
+}
 ROWS = 2 * 16  # eval_size members + as many non-members
 STEPS = len(LOSS_STEPS) + 1  # (attack, step) pairs per trial: the loss steps and paced_loss at step 0
 WORKER = {"num_cpus": 1, "num_gpus": 1}
@@ -82,28 +90,7 @@ def store_dir(tmp_path_factory):
 
 def write_sweep(path, store, **over) -> str:
     """A tiny sweep whose scorers need a (logical) GPU each: they can only run on the worker nodes."""
-    cfg = {
-        "name": "mn",
-        "store": store,
-        "families": ["ddpm"],
-        "train_sizes": [64],
-        "epsilons": [float("inf")],
-        "seeds": [0],
-        "eval_size": 16,
-        "data": {"source": "digits"},
-        "model": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 8},
-        "train": {"steps": 5, "batch_size": 64, "lr": 0.002},
-        "attacks": {"loss": {"steps": LOSS_STEPS}, "paced_loss": {"seconds": 1.0}},
-        "plugins": ["test_multinode"],
-        "bootstrap": 20,
-        "resources": {"scorer_actors": 2, "scorer_cpus": 1, "scorer_gpus": 1, "train_cpus": 1,
-                      "max_concurrent_trials": 1, "batch_size": 4},
-    }
-    for k, v in over.items():
-        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg, f)
-    return str(path)
+    return sweep_files.write_sweep(path, store, MULTINODE, **over)
 
 
 def read(root, table):

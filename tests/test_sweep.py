@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 import ray
-import yaml
+import sweep_files
 
 from mia_ray import results, sweep_config
 from mia_ray.distributed.scoring import score_with_ray
@@ -22,6 +22,10 @@ from mia_ray.trial import eval_samples, score_in_process
 pytestmark = pytest.mark.slow
 
 LOSS_STEPS = [0, 50, 100, 999]
+TINY = {
+    **sweep_files.TINY,
+    "attacks": {"loss": {"steps": LOSS_STEPS}, "likelihood": {"max_samples": 3, "rtol": 0.01, "atol": 0.01}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +43,7 @@ def store_dir(tmp_path_factory):
 
 
 def write_sweep(path, store, **over) -> str:
-    cfg = {
-        "name": "t",
-        "store": store,
-        "families": ["ddpm"],
-        "train_sizes": [64],
-        "epsilons": [float("inf")],
-        "seeds": [0],
-        "eval_size": 16,
-        "data": {"source": "digits"},
-        "model": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 8},
-        "train": {"steps": 5, "batch_size": 64, "lr": 0.002},
-        "attacks": {"loss": {"steps": LOSS_STEPS}, "likelihood": {"max_samples": 3, "rtol": 0.01, "atol": 0.01}},
-        "bootstrap": 20,
-        "resources": {"scorer_actors": 1, "scorer_cpus": 1, "max_concurrent_trials": 1, "batch_size": 8},
-    }
-    for k, v in over.items():
-        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
-    path = str(path)
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg, f)
-    return path
+    return sweep_files.write_sweep(path, store, TINY, **over)
 
 
 def read(root, table):
