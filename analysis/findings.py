@@ -55,7 +55,7 @@ def intermediate_steps(steps: pd.DataFrame, keys: list[str]) -> Finding:
     best = _plain(_best(steps, keys))
     leaking = [r for _, r in best.iterrows() if _leaks(r)]
     if steps["step"].nunique() < 3 or not leaking:
-        why = "fewer than 3 steps evaluated" if steps["step"].nunique() < 3 else "no setting leaks"
+        why = "fewer than 3 steps evaluated" if steps["step"].nunique() < 3 else "no setting without DP leaks"
         return Finding(claim, None, [why])
     ok, parts = True, []
     for r in leaking:

@@ -70,7 +70,7 @@ def test_dp_is_judged_at_the_undefended_models_best_step_not_its_own():
 @pytest.mark.parametrize(
     "aucs,index,why",
     [
-        ({("ddpm", 64, INF): {0: 0.5, 100: 0.52, 999: 0.5}}, 0, "no setting leaks"),
+        ({("ddpm", 64, INF): {0: 0.5, 100: 0.52, 999: 0.5}}, 0, "no setting without DP leaks"),
         ({("ddpm", 64, INF): {0: 0.6, 100: 0.9, 999: 0.5}}, 1, "two train_sizes"),
         ({("ddpm", 64, INF): {0: 0.6, 100: 0.9, 999: 0.5}}, 2, "finite ε"),
     ],
