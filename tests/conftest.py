@@ -34,3 +34,9 @@ def digits64() -> np.ndarray:
     from sklearn.datasets import load_digits
 
     return (load_digits().images[:64] / 16 * 2 - 1).astype(np.float32)[:, None]
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    """A target store shared by the tests of one module (targets trained once, reused)."""
+    return str(tmp_path_factory.mktemp("store"))

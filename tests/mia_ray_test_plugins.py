@@ -8,17 +8,13 @@ import os
 from dataclasses import dataclass, field
 
 from mia_ray.attacks import ATTACKS
-from mia_ray.attacks.loss import LossAttack
+from mia_ray.attacks.loss import LossAttack, LossParams
 
 
 @dataclass
-class CrashOnceParams:
+class CrashOnceParams(LossParams):
     marker: str = ""  # the first actor to score creates this file and dies; later ones score normally
     steps: list[int] = field(default_factory=lambda: [0, 100])
-    all_steps: bool = False
-    draws: int = 1
-    seed: int = 0
-    max_batch: int = 1024
 
 
 if "crash_once" not in ATTACKS:

@@ -1,9 +1,12 @@
-"""Tiny sweep YAML files for the end-to-end tests: a one-target digits sweep, overridable key by key."""
+"""Tiny sweep YAML files for the end-to-end tests (a one-target digits sweep, overridable key by key) and a
+reader of the tables they produce."""
 
 from __future__ import annotations
 
 import copy
 
+import pandas as pd
+import pyarrow.dataset as pads
 import yaml
 
 TINY = {
@@ -31,3 +34,8 @@ def write_sweep(path, store: str, base: dict | None = None, **over) -> str:
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f)
     return str(path)
+
+
+def read(root: str, table: str) -> pd.DataFrame:
+    """One results table (``metrics``, ``scores``, ``targets``, ``splits``) of a sweep root, as pandas."""
+    return pads.dataset(f"{root}/{table}", format="parquet").to_table().to_pandas()

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as pads
 import pytest
 import ray
 import sweep_files
 from ray.cluster_utils import Cluster
+from sweep_files import read
 
 from mia_ray import sweep_config
 from mia_ray.attacks import ATTACKS
-from mia_ray.attacks.loss import LossAttack
+from mia_ray.attacks.loss import LossAttack, LossParams
 from mia_ray.config import spec_json
 from mia_ray.distributed.scoring import score_with_ray
 from mia_ray.sweep import main
@@ -46,13 +46,9 @@ KEY = ["attack", "step", "sample_id"]
 
 
 @dataclass
-class PacedLossParams:
+class PacedLossParams(LossParams):
     seconds: float = 1.0  # sleep per batch, so that scoring outlasts the start-up of every actor
     steps: list[int] = field(default_factory=lambda: [0])
-    all_steps: bool = False
-    draws: int = 1
-    seed: int = 0
-    max_batch: int = 1024
 
 
 # A plugin (``plugins: [test_multinode]``; conftest puts tests/ on the workers' PYTHONPATH): the loss attack,
@@ -83,18 +79,9 @@ def cluster():
     c.shutdown()
 
 
-@pytest.fixture(scope="module")
-def store_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("store"))
-
-
 def write_sweep(path, store, **over) -> str:
     """A tiny sweep whose scorers need a (logical) GPU each: they can only run on the worker nodes."""
     return sweep_files.write_sweep(path, store, MULTINODE, **over)
-
-
-def read(root, table):
-    return pads.dataset(f"{root}/{table}", format="parquet").to_table().to_pandas()
 
 
 def in_process_scores(sweep_path) -> dict:

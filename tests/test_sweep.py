@@ -12,6 +12,7 @@ import pyarrow.dataset as pads
 import pytest
 import ray
 import sweep_files
+from sweep_files import read
 
 from mia_ray import results, sweep_config
 from mia_ray.distributed.scoring import score_with_ray
@@ -37,17 +38,8 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def store_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("store"))
-
-
 def write_sweep(path, store, **over) -> str:
     return sweep_files.write_sweep(path, store, TINY, **over)
-
-
-def read(root, table):
-    return pads.dataset(f"{root}/{table}", format="parquet").to_table().to_pandas()
 
 
 @pytest.mark.timeout(600)
