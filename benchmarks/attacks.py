@@ -38,7 +38,7 @@ from mia_ray.config import DataConfig, FamilyConfig, ModelConfig, TargetSpec, Tr
 from mia_ray.data import make_split, open_source
 from mia_ray.families import make_family
 from mia_ray.models import pick_device
-from mia_ray.training.store import TargetStore
+from mia_ray.training import TargetStore, get_or_train
 
 TOLS = (1e-5, 1e-4, 1e-3, 3e-3, 1e-2)
 DBPD_GOAL = 0.01
@@ -152,7 +152,7 @@ def main(argv=None) -> dict:
 
     dev = pick_device()
     spec = tiny_spec(args.train_steps)
-    t_train, target = _timed(lambda: TargetStore(args.store).get_or_train(spec, progress=False))
+    t_train, target = _timed(lambda: get_or_train(TargetStore(args.store), spec, progress=False))
     adapter = DiffusionAdapter(make_family(spec.family), target.load(), device=dev)
     src = open_source(spec.data)
     split = make_split(len(src), spec.train_size, 64, spec.seed)

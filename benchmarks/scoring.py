@@ -40,7 +40,7 @@ import yaml  # noqa: E402
 from mia_ray import sweep_config  # noqa: E402
 from mia_ray.config import Resources, spec_json  # noqa: E402
 from mia_ray.distributed.scoring import score_with_ray  # noqa: E402
-from mia_ray.training import TargetStore  # noqa: E402
+from mia_ray.training import TargetStore, get_or_train  # noqa: E402
 from mia_ray.trial import eval_samples, score_in_process  # noqa: E402
 
 STEPS = list(range(0, 1000, 10))  # 100 steps
@@ -73,7 +73,7 @@ def workload(store: str, eval_size: int = 64, train_steps: int = 200):
     os.makedirs(store, exist_ok=True)
     cfg, _ = sweep_config.load(sweep_yaml(os.path.join(store, "bench_sweep.yaml"), store, eval_size, train_steps))
     trial = sweep_config.expand(cfg)[0]
-    target = TargetStore(store).get_or_train(trial.spec, progress=False)
+    target = get_or_train(TargetStore(store), trial.spec, progress=False)
     rows, _ = eval_samples(trial)
     return trial, target, rows
 

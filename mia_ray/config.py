@@ -1,7 +1,8 @@
-"""Typed configuration: what determines a target, and the sweep grid over targets.
+"""Typed configuration, pure dataclasses: what determines a target, the sweep grid, a trial.
 
-Configs are omegaconf structured configs: YAML is merged onto these dataclasses (unknown keys and wrong
-types are rejected there), then :func:`validate_target` checks the values. After that, code receives
+This module imports no config library: ``mia_ray.sweep_config`` (the only omegaconf user) merges a sweep
+YAML onto :class:`SweepConfig` (unknown keys and wrong types are rejected there), checks the values once
+(``sweep_config.validate``) and expands the grid into :class:`Trial` objects. After that, code receives
 the typed objects below, never raw dicts.
 """
 
@@ -23,12 +24,6 @@ class DataConfig:
 
 
 @dataclass
-class SplitConfig:
-    train_size: int = 64  # members: the first train_size of a seeded permutation of the pool
-    eval_size: int = 64  # members and non-members scored by the attacks (each)
-
-
-@dataclass
 class FamilyConfig:
     name: str = "ddpm"  # ddpm, smld, vpsde, vesde
     num_steps: int = 1000  # T: the integer step axis 0..T-1 shared by all families
@@ -37,6 +32,7 @@ class FamilyConfig:
     sigma_min: float = 0.01  # VE: geometric sigma_min -> sigma_max
     sigma_max: float = 50.0
     eps: float = 1e-5  # smallest time of continuous families and of the probability-flow ODE
+    # In a sweep, ``name`` is not set under ``family:``: it is the grid axis ``families``.
 
 
 @dataclass
@@ -60,7 +56,7 @@ class TrainConfig:
 
 @dataclass
 class DPConfig:
-    epsilon: float = math.inf  # inf = plain training
+    epsilon: float = math.inf  # inf = plain training; in a sweep, the grid axis ``epsilons`` (not set under dp:)
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     poisson: bool = True
@@ -84,7 +80,7 @@ class TargetSpec:
     @property
     def target_id(self) -> str:
         """sha256 of the canonical JSON of the spec, first 16 hex digits."""
-        blob = json.dumps(_jsonable(self.to_dict()), sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(jsonable(self.to_dict()), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @classmethod
@@ -100,18 +96,19 @@ class TargetSpec:
         )
 
 
-def _jsonable(x):
+def jsonable(x):
+    """``x`` (nested dicts/lists) with non-finite floats as strings ('inf'): JSON has no infinity."""
     if isinstance(x, float) and not math.isfinite(x):
         return repr(x)  # 'inf': JSON has no infinity
     if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     return x
 
 
 def spec_json(spec: TargetSpec) -> str:
-    return json.dumps(_jsonable(spec.to_dict()), sort_keys=True)
+    return json.dumps(jsonable(spec.to_dict()), sort_keys=True)
 
 
 def spec_from_json(text: str) -> TargetSpec:
@@ -130,27 +127,6 @@ def spec_from_json(text: str) -> TargetSpec:
 # --------------------------------------------------------------------------------------------------
 # The sweep: a grid over targets (families x train sizes x epsilons x seeds), attacks, resources.
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FamilyParams:
-    """FamilyConfig without the name (the name is a grid axis: ``families``)."""
-
-    num_steps: int = 1000
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    eps: float = 1e-5
-
-
-@dataclass
-class DPParams:
-    """DPConfig without epsilon (a grid axis: ``epsilons``)."""
-
-    delta: float = 1e-5
-    max_grad_norm: float = 1.0
-    poisson: bool = True
 
 
 @dataclass
@@ -176,11 +152,31 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     eval_size: int = 64
     data: DataConfig = field(default_factory=DataConfig)
-    family: FamilyParams = field(default_factory=FamilyParams)
+    family: FamilyConfig = field(default_factory=FamilyConfig)  # name: filled per grid point from families
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    dp: DPParams = field(default_factory=DPParams)
+    dp: DPConfig = field(default_factory=DPConfig)  # epsilon: filled per grid point from epsilons
+    # YAML: attack name -> its parameters; after sweep_config.load: attack name -> typed AttackSpec
     attacks: dict = field(default_factory=lambda: {"loss": {}})
     bootstrap: int = 200  # bootstrap resamples for the confidence intervals (0 = none)
     resources: Resources = field(default_factory=Resources)
     plugins: list[str] = field(default_factory=list)  # modules that register extra attacks/families/sources
+
+
+@dataclass
+class AttackSpec:
+    """One configured attack: its registered name and typed, validated parameters."""
+
+    name: str
+    params: object  # the attack's Params dataclass
+    max_samples: int | None = None  # only rows with rank < max_samples (per class) get this attack
+
+
+@dataclass
+class Trial:
+    """One Tune trial: one target, scored by every attack."""
+
+    trial_id: str
+    spec: TargetSpec
+    eval_size: int
+    attacks: list[AttackSpec] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""The results contract: versioned Parquet schemas and atomic writers (pyarrow only, no torch, no ray).
+"""The results contract: versioned Parquet schemas, the rows of each table, atomic writers (no torch, no ray).
 
 Layout under ``<output>/<sweep name>/``::
 
@@ -8,18 +8,26 @@ Layout under ``<output>/<sweep name>/``::
     splits/<trial_id>.parquet    one row per sample of the pool that the trial used
     sweep.yaml                   the resolved sweep configuration
 
-Every file is written whole to a hidden temporary name and renamed into place (a single PUT on object
+Each table's rows are built next to its schema (``score_rows``, ``split_rows``, ``target_rows``,
+``metric_rows``) and written by :func:`write_trial`, metrics last: a trial is complete when its metrics file
+exists. Every file is written whole to a hidden temporary name and renamed into place (a single PUT on object
 stores), so a reader never sees half a trial; pyarrow and pandas skip names starting with ``.``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from .config import DataConfig, Trial, spec_json
+from .metrics import summarize
+from .steps import as_step
 
 SCHEMA_VERSION = 1
 TABLES = ("metrics", "scores", "targets", "splits")
@@ -109,6 +117,102 @@ SPLITS = pa.schema(
 )
 
 SCHEMAS = {"metrics": METRICS, "scores": SCORES, "targets": TARGETS, "splits": SPLITS}
+WRITE_ORDER = ("scores", "splits", "targets", "metrics")  # metrics last: its file marks the trial complete
+
+
+# --------------------------------------------------------------------------------------------------
+# The rows of each table. ``keys`` are the columns that name the trial: sweep, trial_id, target_id.
+# --------------------------------------------------------------------------------------------------
+
+
+def trial_keys(sweep: str, trial_id: str, target_id: str) -> dict:
+    return {"sweep": sweep, "trial_id": trial_id, "target_id": target_id}
+
+
+def dataset_label(data: DataConfig) -> str:
+    """The ``dataset`` column: the source name, with its path when it reads one (``folder:/data/x``)."""
+    return data.source if not data.path else f"{data.source}:{data.path}"
+
+
+def score_rows(keys: dict, scores: dict) -> list[dict]:
+    """``scores/``: one row per (sample, attack, step) of the long-format columns of ``score_batch``."""
+    cols = (scores["sample_id"], scores["is_member"], scores["attack"], scores["step"], scores["score"],
+            scores["statistic"])
+    return [
+        {**keys, "sample_id": int(s), "is_member": bool(m), "attack": str(a), "step": as_step(st),
+         "score": float(sc), "statistic": float(x)}
+        for s, m, a, st, sc, x in zip(*cols, strict=True)
+    ]
+
+
+def split_rows(keys: dict, trial: Trial, split) -> list[dict]:
+    """``splits/``: every member and non-member id of the trial's split, and whether it was scored."""
+    spec = trial.spec
+    scored = {True: set(split.eval_members.tolist()), False: set(split.nonmembers.tolist())}
+    return [
+        {**keys, "dataset": dataset_label(spec.data), "seed": spec.seed, "sample_id": int(i), "is_member": m,
+         "in_eval": int(i) in scored[m]}
+        for ids, m in ((split.members, True), (split.nonmembers, False))
+        for i in ids
+    ]
+
+
+def target_rows(keys: dict, trial: Trial, meta: dict, checkpoint: str) -> list[dict]:
+    """``targets/``: the trained target (``meta``: its training statistics) and its DP accounting."""
+    spec = trial.spec
+    return [
+        {
+            **keys,
+            "family": spec.family.name,
+            "dataset": dataset_label(spec.data),
+            "train_size": spec.train_size,
+            "seed": spec.seed,
+            "epsilon": spec.dp.epsilon,
+            "epsilon_spent": _num(meta["epsilon_spent"]),
+            "delta": spec.dp.delta,
+            "noise_multiplier": _num(meta["noise_multiplier"]),
+            "max_grad_norm": spec.dp.max_grad_norm,
+            "train_steps": int(meta["train_steps"]),
+            "batch_size": spec.train.batch_size,
+            "final_loss": _num(meta["final_loss"]),
+            "train_seconds": float(meta["train_seconds"]),
+            "params": int(meta["params"]),
+            "checkpoint": checkpoint,
+            "spec_json": spec_json(spec),
+        }
+    ]
+
+
+def metric_rows(keys: dict, trial: Trial, meta: dict, scores: dict, n_boot: int) -> list[dict]:
+    """``metrics/``: ROC metrics (``mia_ray.metrics.summarize``) per attack and step, in score order."""
+    spec = trial.spec
+    setting = {
+        **keys,
+        "family": spec.family.name,
+        "dataset": dataset_label(spec.data),
+        "train_size": spec.train_size,
+        "eval_size": trial.eval_size,
+        "epsilon": spec.dp.epsilon,
+        "epsilon_spent": _num(meta["epsilon_spent"]),
+        "seed": spec.seed,
+    }
+    attack = np.asarray(scores["attack"]).astype(str)
+    step = np.array([as_step(s) for s in scores["step"]], dtype=object)
+    score, member = np.asarray(scores["score"]), np.asarray(scores["is_member"])
+    rows = []
+    for a in dict.fromkeys(attack):
+        mine = attack == a
+        present = set(step[mine].tolist())
+        for st in sorted(present, key=lambda s: (s is not None, s or 0)):  # null (step-free) first
+            sel = mine & np.array([s == st for s in step], dtype=bool)
+            m = summarize(score[sel], member[sel], n_boot=n_boot, seed=spec.seed)
+            rows.append({**setting, "attack": a, "step": st, **m})
+    return rows
+
+
+def _num(x) -> float:
+    """A stored statistic as a float (NaN when absent)."""
+    return float(x) if x is not None else math.nan
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -147,6 +251,12 @@ def write_trial_table(root: str, table: str, trial_id: str, rows: list[dict]) ->
     path = f"{base}/{table}/{trial_id}.parquet"
     write_atomic(fs, path, to_table(rows, table))
     return path
+
+
+def write_trial(root: str, trial_id: str, tables: dict[str, list[dict]]) -> None:
+    """Write one trial's tables (rows by table name) atomically, file by file, metrics last."""
+    for table in WRITE_ORDER:
+        write_trial_table(root, table, trial_id, tables[table])
 
 
 def write_text_atomic(root: str, name: str, text: str) -> None:

@@ -1,24 +1,21 @@
-"""One trial, Ray-free: target -> evaluation samples -> scores -> metrics -> Parquet.
+"""One trial, Ray-free: target -> evaluation samples -> scores -> tables (Parquet).
 
-The Ray layer (``mia_ray.distributed``) calls the same pieces, replacing only how batches are scored;
-``run_trial`` runs everything in-process (tests, users without a cluster).
+The Ray layer (``mia_ray.distributed.tuning``) calls the same steps, replacing only where the target is
+trained (a task) and how batches are scored (Ray Data); :func:`run_trial` runs them all in this process
+(tests, users without a cluster). The rows of each table are built in ``mia_ray.results``.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from . import results
 from .attacks import DiffusionAdapter, score_batch
-from .attacks.scoring import NO_STEP
-from .config import spec_json
+from .config import Trial
 from .data import make_split, open_source
 from .families import make_family
-from .metrics import summarize
-from .sweep_config import Trial
-from .training import Target, TargetStore
+from .steps import as_step, best_rows
+from .training import Target, TargetStore, get_or_train
 
 
 def eval_samples(trial: Trial) -> tuple[dict, object]:
@@ -47,115 +44,16 @@ def score_in_process(target: Target, trial: Trial, rows: dict, batch_size: int =
 def write_results(
     root: str, sweep: str, trial: Trial, target: Target, split, scores: dict, n_boot: int
 ) -> list:
-    """Write the trial's scores, split, target and (last) metrics atomically; returns the metric rows."""
-    spec, tid = trial.spec, trial.trial_id
-    base = {"sweep": sweep, "trial_id": tid, "target_id": target.target_id}
-    step = np.asarray(scores["step"])
-    results.write_trial_table(
-        root,
-        "scores",
-        tid,
-        [
-            {
-                **base,
-                "sample_id": int(s),
-                "is_member": bool(m),
-                "attack": str(a),
-                "step": None if st == NO_STEP else int(st),
-                "score": float(sc),
-                "statistic": float(x),
-            }
-            for s, m, a, st, sc, x in zip(
-                scores["sample_id"],
-                scores["is_member"],
-                scores["attack"],
-                step,
-                scores["score"],
-                scores["statistic"],
-                strict=True,
-            )
-        ],
-    )
-    dataset = spec.data.source if not spec.data.path else f"{spec.data.source}:{spec.data.path}"
-    eval_m, eval_n = set(split.eval_members.tolist()), set(split.nonmembers.tolist())
-    results.write_trial_table(
-        root,
-        "splits",
-        tid,
-        [
-            {
-                **base,
-                "dataset": dataset,
-                "seed": spec.seed,
-                "sample_id": int(i),
-                "is_member": m,
-                "in_eval": int(i) in (eval_m if m else eval_n),
-            }
-            for ids, m in ((split.members, True), (split.nonmembers, False))
-            for i in ids
-        ],
-    )
-    meta = target.meta
-    eps_spent = meta["epsilon_spent"]
-    results.write_trial_table(
-        root,
-        "targets",
-        tid,
-        [
-            {
-                **base,
-                "family": spec.family.name,
-                "dataset": dataset,
-                "train_size": spec.train_size,
-                "seed": spec.seed,
-                "epsilon": spec.dp.epsilon,
-                "epsilon_spent": _num(eps_spent),
-                "delta": spec.dp.delta,
-                "noise_multiplier": _num(meta["noise_multiplier"]),
-                "max_grad_norm": spec.dp.max_grad_norm,
-                "train_steps": int(meta["train_steps"]),
-                "batch_size": spec.train.batch_size,
-                "final_loss": _num(meta["final_loss"]),
-                "train_seconds": float(meta["train_seconds"]),
-                "params": int(meta["params"]),
-                "checkpoint": target.checkpoint,
-                "spec_json": spec_json(spec),
-            }
-        ],
-    )
-    rows = []
-    attack = np.asarray(scores["attack"]).astype(str)
-    for a in dict.fromkeys(attack):
-        for st in sorted(set(step[attack == a].tolist())):
-            sel = (attack == a) & (step == st)
-            m = summarize(
-                np.asarray(scores["score"])[sel],
-                np.asarray(scores["is_member"])[sel],
-                n_boot=n_boot,
-                seed=spec.seed,
-            )
-            rows.append(
-                {
-                    **base,
-                    "family": spec.family.name,
-                    "dataset": dataset,
-                    "train_size": spec.train_size,
-                    "eval_size": trial.eval_size,
-                    "epsilon": spec.dp.epsilon,
-                    "epsilon_spent": _num(eps_spent),
-                    "seed": spec.seed,
-                    "attack": a,
-                    "step": None if st == NO_STEP else int(st),
-                    **m,
-                }
-            )
-    results.write_trial_table(root, "metrics", tid, rows)  # last: its presence marks the trial complete
-    return rows
-
-
-def _num(x) -> float:
-    """A stored statistic as a float (NaN when absent)."""
-    return float(x) if x is not None else math.nan
+    """Write the trial's four tables (metrics last, atomically file by file); returns the metric rows."""
+    keys = results.trial_keys(sweep, trial.trial_id, target.target_id)
+    tables = {
+        "scores": results.score_rows(keys, scores),
+        "splits": results.split_rows(keys, trial, split),
+        "targets": results.target_rows(keys, trial, target.meta, target.checkpoint),
+        "metrics": results.metric_rows(keys, trial, target.meta, scores, n_boot),
+    }
+    results.write_trial(root, trial.trial_id, tables)
+    return tables["metrics"]
 
 
 def run_trial(
@@ -168,26 +66,23 @@ def run_trial(
     device=None,
     progress: bool = True,
 ) -> list:
-    """Train (if needed), score in-process and write one trial's results."""
+    """The whole trial in this process: train (if not stored), score, write; returns the metric rows."""
     rows, split = eval_samples(trial)
-    target = store.get_or_train(trial.spec, device=device, progress=progress)
+    target = get_or_train(store, trial.spec, device=device, progress=progress)
     scores = score_in_process(target, trial, rows, batch_size, device)
     return write_results(root, sweep, trial, target, split, scores, n_boot)
 
 
 def summary_line(metric_rows: list) -> dict:
-    """Best AUC per attack (over steps) of one trial, for Tune and the final table."""
-    best = {}
-    for r in metric_rows:
-        a = r["attack"]
-        if a not in best or r["auc"] > best[a]["auc"]:
-            best[a] = {
-                "step": r["step"],
-                "auc": r["auc"],
-                "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"],
-                "tpr_at_10pct_fpr": r["tpr_at_10pct_fpr"],
-            }
-    return best
+    """Per attack of one trial: its best step (``mia_ray.steps.best_rows``), AUC and TPRs, for Tune."""
+    import pandas as pd
+
+    best = best_rows(pd.DataFrame(metric_rows), ["attack"])
+    cols = ["step", "auc", "tpr_at_1pct_fpr", "tpr_at_10pct_fpr"]
+    return {
+        r["attack"]: {c: as_step(r[c]) if c == "step" else r[c] for c in cols}
+        for r in best.to_dict("records")
+    }
 
 
-__all__ = ["eval_samples", "score_in_process", "write_results", "run_trial", "summary_line"]
+__all__ = ["eval_samples", "run_trial", "score_in_process", "summary_line", "write_results"]

@@ -25,7 +25,7 @@ from mia_ray.attacks.loss import LossAttack, LossParams
 from mia_ray.config import spec_json
 from mia_ray.distributed.scoring import score_with_ray
 from mia_ray.sweep import main
-from mia_ray.training import TargetStore
+from mia_ray.training import TargetStore, get_or_train
 from mia_ray.trial import eval_samples, score_in_process
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def in_process_scores(sweep_path) -> dict:
     cfg, _ = sweep_config.load(sweep_path)
     out = {}
     for trial in sweep_config.expand(cfg):
-        target = TargetStore(cfg.store).get_or_train(trial.spec, progress=False)
+        target = get_or_train(TargetStore(cfg.store), trial.spec, progress=False)
         rows, _ = eval_samples(trial)
         s = pd.DataFrame(score_in_process(target, trial, rows, batch_size=32))
         out[trial.trial_id] = s.sort_values(KEY).reset_index(drop=True)

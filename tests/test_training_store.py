@@ -13,7 +13,8 @@ from diffusers import UNet2DModel
 from mia_ray.config import DPConfig, spec_from_json, spec_json
 from mia_ray.errors import ConfigError
 from mia_ray.models import load_unet
-from mia_ray.training import TargetStore, train_target
+from mia_ray.training import TargetStore, get_or_train, train_target
+from mia_ray.training import build as build_mod
 from mia_ray.training import store as store_mod
 
 
@@ -67,11 +68,11 @@ def test_store_round_trip_and_no_retraining(tmp_path, monkeypatch, digits64):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr("mia_ray.training.train.train_target", counting)
-    first = store.get_or_train(spec, images_fn=lambda: digits64, progress=False)
+    monkeypatch.setattr(build_mod, "train_target", counting)
+    first = get_or_train(store, spec, images_fn=lambda: digits64, progress=False)
     assert calls == [1] and first.trained_now and first.target_id == spec.target_id
     store2 = TargetStore(str(tmp_path / "store"))
-    again = store2.get_or_train(spec, images_fn=lambda: digits64, progress=False)
+    again = get_or_train(store2, spec, images_fn=lambda: digits64, progress=False)
     assert calls == [1] and not again.trained_now
     assert torch.equal(_outputs(first.load()), _outputs(again.load()))
     assert spec_from_json(spec_json(spec)) == spec == again.spec
@@ -97,14 +98,14 @@ def test_interrupted_write_is_not_a_stored_target(tmp_path, monkeypatch, digits6
 
     monkeypatch.setattr(store_mod.os, "rename", crash)
     with pytest.raises(KeyboardInterrupt):
-        store.get_or_train(spec, images_fn=lambda: digits64, progress=False)
+        get_or_train(store, spec, images_fn=lambda: digits64, progress=False)
     monkeypatch.undo()
     assert store.get(spec) is None  # the temporary directory is never taken as complete
     # a half-written directory under the final name (no target.json) is not complete either
     half = os.path.join(store.base, spec.target_id, "model")
     os.makedirs(half)
     assert store.get(spec) is None
-    target = store.get_or_train(spec, images_fn=lambda: digits64, progress=False)
+    target = get_or_train(store, spec, images_fn=lambda: digits64, progress=False)
     assert target.trained_now
     meta = json.load(open(os.path.join(store.base, spec.target_id, "target.json")))
     assert meta["target_id"] == spec.target_id
@@ -114,7 +115,7 @@ def test_store_trains_on_the_split_members(tmp_path):
     from mia_ray.data import make_split, open_source
 
     spec = tiny_spec(steps=1)
-    members = store_mod.member_images(spec)
+    members = build_mod.member_images(spec)
     src = open_source(spec.data)
     split = make_split(len(src), spec.train_size, 16, spec.seed)
     assert np.array_equal(members, src.load(split.members))
@@ -125,7 +126,7 @@ def test_pretrained_directory_is_a_target(tmp_path, digits64):
     res.unet.save_pretrained(tmp_path / "pre", safe_serialization=True)
     spec = tiny_spec()
     spec.model.pretrained = str(tmp_path / "pre")
-    target = TargetStore(str(tmp_path / "store")).get_or_train(spec)
+    target = get_or_train(TargetStore(str(tmp_path / "store")), spec)
     assert not target.trained_now and torch.equal(_outputs(target.load()), _outputs(res.unet))
     os.remove(tmp_path / "pre" / "diffusion_pytorch_model.safetensors")
     with pytest.raises(ConfigError, match="safetensors"):

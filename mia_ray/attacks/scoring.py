@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from ..config import AttackSpec
 from .base import ATTACKS, ModelAdapter
 
-NO_STEP = -1  # the step column's value for step-free attacks (null in Parquet)
-
-
-@dataclass
-class AttackSpec:
-    name: str
-    params: object  # the attack's Params dataclass
-    max_samples: int | None = None  # only rows with rank < max_samples (per class) get this attack
+__all__ = ["AttackSpec", "score_batch"]  # AttackSpec lives in mia_ray.config (re-exported here)
 
 
 def score_batch(adapter: ModelAdapter, batch: dict, attacks: list[AttackSpec]) -> dict[str, np.ndarray]:
     """Long-format scores of a batch (``image``, ``sample_id``, ``is_member``, optional ``rank``).
 
-    Returns columns sample_id, is_member, attack, step (NO_STEP for step-free attacks), score, statistic.
+    Returns columns sample_id, is_member, attack, step (objects: an int, or None for a step-free attack),
+    score, statistic.
     """
     images = torch.from_numpy(np.array(batch["image"], dtype=np.float32))  # copies: Ray's arrays are read-only
     ids = torch.from_numpy(np.array(batch["sample_id"], dtype=np.int64))
@@ -41,10 +34,10 @@ def score_batch(adapter: ModelAdapter, batch: dict, attacks: list[AttackSpec]) -
             cols["sample_id"].append(ids[sel].numpy())
             cols["is_member"].append(member[keep])
             cols["attack"].append(np.full(n, spec.name, dtype=object))
-            cols["step"].append(np.full(n, NO_STEP if step is None else step, dtype=np.int64))
+            cols["step"].append(np.full(n, step, dtype=object))
             cols["score"].append(np.asarray(out.score[i], dtype=np.float64))
             cols["statistic"].append(np.asarray(out.statistic[i], dtype=np.float64))
-    empty = {"attack": object, "step": np.int64, "sample_id": np.int64, "is_member": bool}
+    empty = {"attack": object, "step": object, "sample_id": np.int64, "is_member": bool}
     return {
         k: np.concatenate(v) if v else np.array([], dtype=empty.get(k, np.float64))
         for k, v in cols.items()

@@ -1,6 +1,6 @@
 """Ray Tune over the grid: one trial per target; training in a task, scoring through Ray Data.
 
-Known to bite (DESIGN.md §5): a trial's placement group and the Data actors it starts compete for the
+Known to bite (docs/design.md, "Ray"): a trial's placement group and the Data actors it starts compete for the
 same CPUs. So a trial reserves no CPU, training runs as a task with its own CPUs/GPUs
 outside the trial's group (``scheduling_strategy="DEFAULT"``), scoring actors declare ``num_cpus``, and
 ``max_concurrent_trials`` bounds how many targets are in flight.
@@ -18,9 +18,8 @@ import ray
 from ray import tune
 
 from .. import results
-from ..config import spec_from_json, spec_json
-from ..sweep_config import Trial
-from ..training import TargetStore
+from ..config import Trial, spec_from_json, spec_json
+from ..training import TargetStore, get_or_train
 from ..trial import eval_samples, summary_line, write_results
 from .scoring import import_plugins, score_with_ray
 
@@ -54,36 +53,43 @@ def _train_task(store_root: str, spec_text: str, threads: int, plugins: list) ->
     _setup_logging()
     import_plugins(plugins)
     torch.set_num_threads(max(1, threads))
-    target = TargetStore(store_root).get_or_train(spec_from_json(spec_text), progress=True)
+    target = get_or_train(TargetStore(store_root), spec_from_json(spec_text), progress=True)
     return target.target_id
 
 
 def run_one(trial: Trial, ctx: SweepContext) -> dict:
-    """Everything a Tune trial does; returns what it reports."""
+    """Everything a Tune trial does: target -> samples -> scores (Ray Data) -> tables; returns its report."""
     _setup_logging()
     import_plugins(ctx.plugins)
-    r = ctx.resources
     rows, split = eval_samples(trial)
-    store = TargetStore(ctx.store)
-    text = spec_json(trial.spec)
-    t0 = time.monotonic()
-    if store.get(trial.spec) is None:
-        task = _train_task.options(
-            num_cpus=r.train_cpus, num_gpus=r.train_gpus, scheduling_strategy="DEFAULT"
-        )
-        ray.get(task.remote(ctx.store, text, int(max(1, r.train_cpus)), ctx.plugins))
-        log.info("%s: target trained in %.0f s", trial.trial_id, time.monotonic() - t0)
-    target = store.get(trial.spec)
+    target = _trained_target(trial, ctx)
     t1 = time.monotonic()
-    scores, nodes = score_with_ray(ctx.store, text, trial.attacks, rows, r, ctx.plugins)
+    scores, nodes = score_with_ray(ctx.store, spec_json(trial.spec), trial.attacks, rows, ctx.resources, ctx.plugins)
     t2 = time.monotonic()
     metric_rows = write_results(ctx.root, ctx.sweep, trial, target, split, scores, ctx.n_boot)
     log.info("%s: scored in %.0f s (actor start-up included), results written in %.0f s",
              trial.trial_id, t2 - t1, time.monotonic() - t2)
+    return _report(trial, metric_rows, nodes)
+
+
+def _trained_target(trial: Trial, ctx: SweepContext):
+    """The stored target of the trial, trained first in a task with the training resources when missing."""
+    store = TargetStore(ctx.store)
+    if store.get(trial.spec) is None:
+        r, t0 = ctx.resources, time.monotonic()
+        task = _train_task.options(num_cpus=r.train_cpus, num_gpus=r.train_gpus, scheduling_strategy="DEFAULT")
+        ray.get(task.remote(ctx.store, spec_json(trial.spec), int(max(1, r.train_cpus)), ctx.plugins))
+        log.info("%s: target trained in %.0f s", trial.trial_id, time.monotonic() - t0)
+    return store.get(trial.spec)
+
+
+def _report(trial: Trial, metric_rows: list, nodes: set) -> dict:
+    """What Tune records of a trial: each attack's best AUC and step (no step key for a step-free attack)."""
     report = {"trial": trial.trial_id, "scorer_nodes": ",".join(sorted(nodes))}
     for attack, best in summary_line(metric_rows).items():
         report[f"{attack}_auc"] = best["auc"]
-        report[f"{attack}_step"] = -1 if best["step"] is None else best["step"]
+        if best["step"] is not None:
+            report[f"{attack}_step"] = best["step"]
     return report
 
 

@@ -1,4 +1,5 @@
-"""Content-addressed target store: ``<root>/<target_id>/{model/, target.json}``.
+"""Content-addressed target store: ``<root>/<target_id>/{model/, target.json}``. It stores and finds
+(``get``/``put``); ``mia_ray.training.build.get_or_train`` trains what is missing.
 
 The id is a hash of everything that determines the target (``TargetSpec.target_id``). A target is
 complete when ``target.json`` is present in its directory. On a local or NFS path a target is built in a
@@ -17,10 +18,9 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow.fs as pafs
 
-from ..config import TargetSpec, _jsonable, spec_from_json, spec_json
+from ..config import TargetSpec, jsonable, spec_from_json, spec_json
 from ..models import count_params, load_unet
 from ..results import filesystem
 
@@ -64,32 +64,10 @@ class TargetStore:
         local = self._dir(tid) if self.local else self._download(tid)
         return Target(tid, spec_from_json(meta["spec"]), os.path.join(local, "model"), meta["stats"])
 
-    def get_or_train(self, spec: TargetSpec, images_fn=None, device=None, progress: bool = True) -> Target:
-        """A stored target, or train one (``images_fn()`` -> member images) and store it atomically."""
-        found = self.get(spec)
-        if found is not None:
-            return found
-        from .train import train_target
-
-        images = images_fn() if images_fn is not None else member_images(spec)
-        res = train_target(spec, images, device=device, progress=progress)
-        stats = {
-            "epsilon_spent": res.epsilon_spent,
-            "noise_multiplier": res.noise_multiplier,
-            "final_loss": res.final_loss,
-            "train_steps": res.train_steps,
-            "train_seconds": res.train_seconds,
-            "params": res.params,
-        }
-        self.put(spec, res.unet, stats)
-        target = self.get(spec)
-        target.trained_now = True
-        return target
-
     def put(self, spec: TargetSpec, unet, stats: dict) -> None:
         """Store ``unet`` under ``spec``'s id, atomically; an existing complete target wins."""
         tid = spec.target_id
-        meta = json.dumps({"target_id": tid, "spec": spec_json(spec), "stats": _jsonable(stats)}, indent=1)
+        meta = json.dumps({"target_id": tid, "spec": spec_json(spec), "stats": jsonable(stats)}, indent=1)
         if self.local:
             os.makedirs(self.base, exist_ok=True)
             tmp = os.path.join(self.base, f".tmp-{tid}-{uuid.uuid4().hex}")
@@ -129,12 +107,3 @@ class TargetStore:
                  "train_steps": 0, "train_seconds": 0.0, "params": count_params(unet)}
         return Target(spec.target_id, spec, spec.model.pretrained, stats)
 
-
-def member_images(spec: TargetSpec) -> np.ndarray:
-    """The training members of ``spec``: the first ``train_size`` ids of its seeded split."""
-    from ..data import make_split, open_source
-
-    source = open_source(spec.data)
-    # members are the first train_size of the permutation whatever eval_size is
-    split = make_split(len(source), spec.train_size, 1, spec.seed, source.describe())
-    return source.load(split.members)
