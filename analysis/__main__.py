@@ -8,7 +8,7 @@ import sys
 
 from analysis.findings import check, format_findings
 from analysis.loader import AnalysisError, load
-from analysis.report import _title, build_report
+from analysis.report import build_report, table_title
 from analysis.tables import to_markdown
 
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, frame in tables.items():
-        print(f"\n## {_title(name)}\n")
+        print(f"\n## {table_title(name)}\n")
         print(to_markdown(frame) if len(frame) else "(no rows)")
     print("\n" + format_findings(*check(results)))
     print(f"\nreport: {path}")

@@ -14,8 +14,8 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from analysis import plot_style as ps
 from analysis.loader import Results, read_scores
-from analysis.roc import auc, roc_curve
-from analysis.tables import best_step_table, dp_table, per_step, step_free_table
+from analysis.tables import attack_is_stepwise, best_step_table, dp_table, per_step, step_free_table
+from mia_ray.metrics import auc, roc_curve
 
 
 def reference_epsilon(epsilons) -> float:
@@ -98,6 +98,13 @@ def tpr_vs_step(results: Results, out_dir: str) -> str | None:
     return ps.save(fig, out_dir, "tpr_vs_step")
 
 
+def _roc(scores: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
+    """(fpr, tpr, AUC) of one attack's per-sample scores, by ``mia_ray.metrics`` (the metrics/ numbers)."""
+    s, m = scores["score"].to_numpy(), scores["is_member"].to_numpy()
+    fpr, tpr, _ = roc_curve(s, m)
+    return fpr, tpr, auc(s, m)
+
+
 def _pick_steps(available: list[int], best: int, wanted: list[int] | None, count: int) -> list[int]:
     if wanted:
         return sorted({min(available, key=lambda s, w=w: abs(s - w)) for w in wanted})
@@ -138,14 +145,14 @@ def roc_loss(results: Results, out_dir: str, steps: list[int] | None = None, cou
                 s = scores[scores["step"] == step]
                 if s.empty or s["is_member"].all() or not s["is_member"].any():
                     continue
-                fpr, tpr = roc_curve(s["score"].to_numpy(), s["is_member"].to_numpy())
+                fpr, tpr, area = _roc(s)
                 tag = " (best)" if step == best else ""
                 ax.plot(
                     fpr,
                     tpr,
                     color=color,
                     linewidth=2.4 if tag else 1.4,
-                    label=f"t = {step}{tag}, AUC {auc(fpr, tpr):.3f}",
+                    label=f"t = {step}{tag}, AUC {area:.3f}",
                 )
                 drawn = True
             ax.legend(loc="lower right", fontsize=8)
@@ -163,8 +170,7 @@ def _attack_tables(results: Results) -> list[tuple[str, pd.DataFrame]]:
     """(label, table) of each attack: best step for step-wise attacks, the single row otherwise."""
     out = []
     for attack in sorted(results.metrics["attack"].dropna().unique(), key=lambda a: (a != "loss", a)):
-        rows = results.metrics[results.metrics["attack"] == attack]
-        if rows["step"].notna().any():
+        if attack_is_stepwise(results, attack):
             out.append((f"{attack} (best step)", best_step_table(results, attack)))
         else:
             out.append((attack, step_free_table(results, attack)))
@@ -326,21 +332,21 @@ def roc_likelihood(results: Results, out_dir: str) -> str | None:
             s = read_scores(results, "likelihood", trial_id=trial, columns=["score", "is_member"])
             if s.empty:
                 continue
-            fpr, tpr = roc_curve(s["score"].to_numpy(), s["is_member"].to_numpy())
-            ax.plot(fpr, tpr, color=color, linewidth=2, label=f"{series} likelihood, AUC {auc(fpr, tpr):.3f}")
+            fpr, tpr, area = _roc(s)
+            ax.plot(fpr, tpr, color=color, linewidth=2, label=f"{series} likelihood, AUC {area:.3f}")
             drawn = True
             best = best_steps.get((series, int(size)))
             if best is not None:
                 s = read_scores(results, "loss", best, trial, ["score", "is_member"])
                 if not s.empty:
-                    fpr, tpr = roc_curve(s["score"].to_numpy(), s["is_member"].to_numpy())
+                    fpr, tpr, area = _roc(s)
                     ax.plot(
                         fpr,
                         tpr,
                         color=color,
                         linewidth=1.2,
                         linestyle="--",
-                        label=f"{series} loss t = {best}, AUC {auc(fpr, tpr):.3f}",
+                        label=f"{series} loss t = {best}, AUC {area:.3f}",
                     )
         ax.set_title(f"{size} members")
         ax.legend(loc="lower right", fontsize=8)

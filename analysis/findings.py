@@ -21,6 +21,7 @@ import pandas as pd
 
 from analysis.loader import Results
 from analysis.tables import attack_is_stepwise, attacks, per_step, setting_columns, sort_settings
+from mia_ray.steps import best_rows
 
 LEAK_AUC = 0.6  # without a bootstrap CI (several seeds), a setting "leaks" at this mean AUC or above
 
@@ -41,10 +42,6 @@ def _label(row, keys: list[str], skip: str) -> str:
     return " ".join(fmt.get(k, str)(row[k]) for k in keys if k != skip)
 
 
-def _best(steps: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return steps.loc[steps.groupby(keys)["auc"].idxmax()].reset_index(drop=True)
-
-
 def _leaks(row) -> bool:
     low = row.get("auc_ci_low", np.nan)
     return bool(low > 0.5) if pd.notna(low) else bool(row["auc"] >= LEAK_AUC)
@@ -52,7 +49,7 @@ def _leaks(row) -> bool:
 
 def intermediate_steps(steps: pd.DataFrame, keys: list[str]) -> Finding:
     claim = "intermediate diffusion steps leak most"
-    best = _plain(_best(steps, keys))
+    best = _plain(best_rows(steps, keys))
     leaking = [r for _, r in best.iterrows() if _leaks(r)]
     if steps["step"].nunique() < 3 or not leaking:
         why = "fewer than 3 steps evaluated" if steps["step"].nunique() < 3 else "no setting without DP leaks"
@@ -95,7 +92,7 @@ def dp_towards_chance(steps: pd.DataFrame, keys: list[str]) -> Finding:
         plain = g[np.isinf(g["epsilon"])]
         if plain.empty or np.isinf(g["epsilon"]).all():
             continue
-        at = plain.loc[plain["auc"].idxmax(), "step"]
+        at = best_rows(plain, group)["step"].iloc[0]
         g = g[g["step"] == at].sort_values("epsilon", ascending=False)
         gap = abs(g["auc"].iloc[0] - 0.5)
         ok &= bool((abs(g["auc"].iloc[1:] - 0.5) < gap).all())
@@ -128,7 +125,7 @@ def check(results: Results, attack: str | None = None) -> tuple[str | None, list
     steps = sort_settings(steps[steps["step"].notna() & steps["auc"].notna()], [*keys, "step"])
     if steps.empty:
         return attack, []
-    best = _best(steps, keys)
+    best = best_rows(steps, keys)
     return attack, [intermediate_steps(steps, keys), smaller_sets(best, keys), dp_towards_chance(steps, keys)]
 
 

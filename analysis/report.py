@@ -35,7 +35,8 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 """
 
 
-def _title(name: str) -> str:
+def table_title(name: str) -> str:
+    """The heading of a summary table (by its name in ``tables.all_tables``)."""
     if name in TABLE_TITLES:
         return TABLE_TITLES[name]
     attack = name.removesuffix("_best_step")
@@ -86,7 +87,7 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
     ]
     out.extend(_findings_html(results))
     for key, frame in tables.items():
-        out.append(f'<h3 id="table-{key}">{html.escape(_title(key))}</h3>')
+        out.append(f'<h3 id="table-{key}">{html.escape(table_title(key))}</h3>')
         out.append(format_table(frame).to_html(index=False, border=0, na_rep="n/a"))
     out.append("<h2>Figures</h2>")
     for key, path in figures.items():

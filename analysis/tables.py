@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.loader import Results
+from mia_ray.steps import best_rows, is_stepwise
 
 TPR_COLUMNS = ["tpr_at_10pct_fpr", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "tpr_at_0_01pct_fpr"]
 METRIC_COLUMNS = ["auc", "asr", *TPR_COLUMNS]
@@ -95,7 +96,7 @@ def best_step_table(results: Results, attack: str = "loss") -> pd.DataFrame:
     keys = setting_columns(results.metrics)
     if steps.empty:
         return pd.DataFrame(columns=[*keys, "best_step", *METRIC_COLUMNS])
-    best = steps.loc[steps.groupby(keys)["auc"].idxmax()].rename(columns={"step": "best_step"})
+    best = best_rows(steps, keys).rename(columns={"step": "best_step"})
     return _order(best, [*keys, "best_step"])
 
 
@@ -135,8 +136,8 @@ def attacks(results: Results) -> list[str]:
 
 
 def attack_is_stepwise(results: Results, attack: str) -> bool:
-    rows = results.metrics[results.metrics["attack"] == attack]
-    return bool(rows["step"].notna().any())
+    """True when the attack's metrics have a step (``mia_ray.steps.is_stepwise``)."""
+    return is_stepwise(results.metrics.loc[results.metrics["attack"] == attack, "step"])
 
 
 def all_tables(results: Results) -> dict[str, pd.DataFrame]:

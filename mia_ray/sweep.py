@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from dataclasses import fields
@@ -45,6 +44,7 @@ def _list() -> None:
 def plan_text(cfg, trials) -> str:
     """What the sweep will do, with its cost in model forward passes."""
     from .attacks import ATTACKS
+    from .steps import is_stepwise
     from .sweep_config import results_root, store_root
 
     lines = [
@@ -58,7 +58,7 @@ def plan_text(cfg, trials) -> str:
     for a in trials[0].attacks:
         n = 2 * (cfg.eval_size if a.max_samples is None else min(cfg.eval_size, a.max_samples))
         steps = ATTACKS.get(a.name)().steps(a.params, cfg.family.num_steps)
-        if steps == [None]:
+        if not is_stepwise(steps):
             lines.append(f"  attack {a.name}: {n} samples per target, step-free (ODE: forward+backward per NFE)")
             continue
         k = len(steps) * getattr(a.params, "draws", 1)
@@ -81,25 +81,6 @@ def resources_line(r) -> str:
     )
 
 
-def summary_table(root: str) -> str:
-    """Per target and attack: best step, AUC, TPR@1%FPR (read back from the written metrics)."""
-    import pandas as pd
-
-    m = pd.read_parquet(f"{root}/metrics")
-    m = m.sort_values("auc", ascending=False).groupby(["trial_id", "attack"], as_index=False).first()
-    m = m.sort_values(["family", "train_size", "epsilon", "seed", "attack"])
-    head = f"{'target':<34} {'attack':<11} {'best step':>9} {'AUC':>6} {'TPR@1%FPR':>9} {'TPR@10%FPR':>10}"
-    out = [head, "-" * len(head)]
-    for r in m.itertuples():
-        step = "-" if pd.isna(r.step) else str(int(r.step))
-        tpr1 = "n/a" if math.isnan(r.tpr_at_1pct_fpr) else f"{r.tpr_at_1pct_fpr:.3f}"
-        label = r.trial_id.rsplit("-", 1)[0]
-        out.append(
-            f"{label:<34} {r.attack:<11} {step:>9} {r.auc:>6.3f} {tpr1:>9} {r.tpr_at_10pct_fpr:>10.3f}"
-        )
-    return "\n".join(out)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags may come before, between or after overrides
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -119,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from . import sweep_config
-    from .preflight import check_data, check_output
+    from .preflight import check_data
 
     overrides = list(args.overrides) + ([f"output={args.output}"] if args.output else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
@@ -130,14 +111,20 @@ def _run(args) -> int:
         return 0
     check_data(cfg)
     root = sweep_config.results_root(cfg)
-    from . import results
+    errors = _run_on_ray(cfg, yaml_text, trials, root, args.address or os.environ.get("RAY_ADDRESS"))
+    _print_results(root, report=not args.no_report)
+    return _exit_status(root, trials, errors)
+
+
+def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | None) -> list:
+    """Check the cluster, record the sweep, run the trials not yet complete; returns the trial errors."""
+    from . import results, sweep_config
     from .distributed.session import cluster_view, ray_session
     from .distributed.tuning import SweepContext, run_tune
-    from .preflight import check_resources, resolve_resources
+    from .preflight import check_output, check_resources, resolve_resources
 
     if not sys.stderr.isatty():
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    address = args.address or os.environ.get("RAY_ADDRESS")
     with ray_session(address, cfg.resources.num_cpus):
         cluster = cluster_view()
         resolve_resources(cfg, cluster)
@@ -151,30 +138,41 @@ def _run(args) -> int:
         ctx = SweepContext(
             cfg.name, root, sweep_config.store_root(cfg), cfg.resources, cfg.bootstrap, list(cfg.plugins)
         )
-        errors = run_tune(trials, ctx)
-    missing = [t.trial_id for t in trials if not results.trial_done(root, t.trial_id)]
-    print()
-    print(summary_table(root))
-    from analysis import load
-    from analysis.findings import check, format_findings
+        return run_tune(trials, ctx)
 
-    print()
-    print(format_findings(*check(load(root))))
-    print(f"\nresults: {root}/{{metrics,scores,targets,splits}}/  (schema v{results.SCHEMA_VERSION})")
-    if not args.no_report:
-        from analysis.report import write_report
 
-        print(f"report: {write_report(root)}")
-    if errors or missing:
-        for e in errors:
-            print(f"error: trial failed: {e}", file=sys.stderr)
-        print(
-            f"error: {len(missing)} trial(s) incomplete: {', '.join(missing)}; rerun the same command to "
-            "finish them",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+def _print_results(root: str, report: bool) -> None:
+    """The analysis of what was written (one call into ``analysis``: it reads only the Parquet results)."""
+    from analysis import AnalysisError, finish
+
+    from .results import SCHEMA_VERSION
+
+    try:
+        text, path = finish(root, report=report)
+    except AnalysisError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return
+    print()
+    print(text)
+    print(f"\nresults: {root}/{{metrics,scores,targets,splits}}/  (schema v{SCHEMA_VERSION})")
+    if path:
+        print(f"report: {path}")
+
+
+def _exit_status(root: str, trials: list, errors: list) -> int:
+    """0 when every trial is complete; else 1, with the errors and how to finish."""
+    from .results import trial_done
+
+    missing = [t.trial_id for t in trials if not trial_done(root, t.trial_id)]
+    if not (errors or missing):
+        return 0
+    for e in errors:
+        print(f"error: trial failed: {e}", file=sys.stderr)
+    print(
+        f"error: {len(missing)} trial(s) incomplete: {', '.join(missing)}; rerun the same command to finish them",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

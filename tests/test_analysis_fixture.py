@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.roc import roc_metrics
+from mia_ray.metrics import summarize
 from mia_ray.results import write_trial_table
 
 N = 200  # members and non-members scored per trial
@@ -30,6 +30,11 @@ SWEEP_YAML = "name: fixture\noutput_dir: /tmp/x\ngrid:\n  family: [ddpm, smld]\n
 def shift(family: str, train_size: int, epsilon: float, step: int | None) -> int:
     factor = (1.0 if train_size == 200 else 0.5) * (1.0 if math.isinf(epsilon) else 0.1)
     return round(SHIFT[family][step] * factor)
+
+
+def roc_metrics(scores, member) -> dict:
+    """The metrics that analysis reads (mia_ray.metrics, the one ROC implementation), without bootstrap."""
+    return summarize(scores, member, n_boot=0)
 
 
 def known_metrics(d: int) -> dict:

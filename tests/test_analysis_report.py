@@ -78,3 +78,16 @@ def test_figures_that_lack_data_are_skipped(tmp_path):
     assert figures.roc_likelihood(r, out) is None  # no likelihood attack
     html = open(analysis.write_report(one_setting, out), encoding="utf-8").read()
     assert html.count("<img ") == 2 and 'id="figure-tpr_vs_step"' in html and 'id="figure-roc_loss"' in html
+
+
+def test_finish_is_what_a_sweep_prints_at_its_end(cli_run):
+    """One entry point for the sweep: a per-target table of best steps, the findings, the report path."""
+    results_dir, _, _ = cli_run
+    text, path = analysis.finish(results_dir, report=False)
+    assert path is None
+    rows = [line.split() for line in text.splitlines() if line.startswith(("ddpm-", "smld-"))]
+    assert len(rows) == 8 * 2  # 8 targets x (loss, likelihood)
+    for label, attack, step, *_ in rows:
+        want = "-" if attack == "likelihood" else ("200" if label.startswith("ddpm") else "500")
+        assert step == want, (label, attack, step)
+    assert text.count("[holds]") == 3
