@@ -32,9 +32,6 @@ class Registry(Generic[T]):
             raise ConfigError(f"{where}unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}")
         return self._items[name]
 
-    def unregister(self, name: str) -> None:
-        self._items.pop(name, None)
-
     def names(self) -> list[str]:
         return sorted(self._items)
 
