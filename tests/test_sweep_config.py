@@ -1,0 +1,66 @@
+"""The sweep loader: every value validated and typed once, at the door; grid axes fill the typed configs."""
+
+import dataclasses
+import math
+
+import pytest
+import sweep_files
+
+from mia_ray import sweep_config
+from mia_ray.attacks.loss import LossParams
+from mia_ray.config import AttackSpec, DPConfig, FamilyConfig
+from mia_ray.data.base import Source
+from mia_ray.data.registry import SOURCES, register_source
+from mia_ray.errors import ConfigError
+
+if "test_needs_path" not in SOURCES:
+
+    @register_source("test_needs_path")
+    class NeedsPath(Source):  # a plugin source that reads a file: the door must ask for data.path
+        accepts = "a test file"
+
+
+def load(tmp_path, **over):
+    return sweep_config.load(sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), **over))
+
+
+def test_attacks_are_typed_once_and_carried_into_the_trials(tmp_path, monkeypatch):
+    cfg, _ = load(tmp_path, attacks={"loss": {"steps": [0, 7], "max_samples": 4}})
+    (spec,) = cfg.attacks.values()
+    assert spec == AttackSpec("loss", LossParams(steps=[0, 7]), max_samples=4)
+    calls = []
+    monkeypatch.setattr(sweep_config, "_attack_spec", lambda *a: calls.append(a))
+    (trial,) = sweep_config.expand(cfg)
+    assert trial.attacks[0] is spec and calls == []  # expand does not type them again
+
+
+def test_grid_axes_fill_family_name_and_epsilon(tmp_path):
+    cfg, text = load(tmp_path, families=["ddpm", "vesde"], epsilons=[float("inf"), 4.0],
+                     family={"num_steps": 500}, dp={"delta": 1e-6}, attacks={"loss": {"steps": [0, 100]}})
+    trials = sweep_config.expand(cfg)
+    got = {(t.spec.family.name, t.spec.dp.epsilon) for t in trials}
+    assert got == {("ddpm", math.inf), ("ddpm", 4.0), ("vesde", math.inf), ("vesde", 4.0)}
+    vesde = next(t.spec for t in trials if t.spec.family.name == "vesde" and t.spec.dp.epsilon == 4.0)
+    assert vesde.family == dataclasses.replace(FamilyConfig(num_steps=500), name="vesde")
+    assert vesde.dp == DPConfig(epsilon=4.0, delta=1e-6)
+    # the resolved YAML has no key a grid axis fills, so it loads back as it is
+    assert "epsilon:" not in text and "  name:" not in text
+    (tmp_path / "again").mkdir()
+    again = tmp_path / "again" / "sweep.yaml"
+    again.write_text(text)
+    assert [t.trial_id for t in sweep_config.expand(sweep_config.load(str(again))[0])] == [
+        t.trial_id for t in trials
+    ]
+
+
+@pytest.mark.parametrize("over,needle", [
+    ({"family": {"name": "smld"}}, "families"),
+    ({"dp": {"epsilon": 3.0}}, "epsilons"),
+    ({"data": {"source": "test_needs_path"}}, "data.path is required for data.source = 'test_needs_path'"),
+    ({"data": {"source": "digits", "channels": 2}}, "data.channels"),
+    ({"data": {"source": "digits", "resolution": 2}}, "data.resolution"),
+])
+def test_bad_values_are_one_line_errors_at_the_door(tmp_path, over, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("(", r"\(")) as e:
+        load(tmp_path, **over)
+    assert "\n" not in str(e.value)
