@@ -14,7 +14,7 @@ import json
 import math
 import os
 
-import numpy as np
+import pandas as pd
 import pytest
 import sweep_files
 from sweep_files import read
@@ -36,22 +36,19 @@ TINY_TARGET_ID = "a33d41d7ad220671"
 
 
 def _records(frame, keys):
+    """Rows as JSON-able dicts in a stable order; NaN and null become None."""
     frame = frame.sort_values(["attack", "step", *(["sample_id"] if "sample_id" in keys else [])],
                               na_position="first")
     out = []
-    for row in frame[keys].itertuples(index=False):
+    for row in frame[keys].to_dict("records"):
         rec = {}
-        for k, v in zip(keys, row, strict=True):
-            if v is None or (isinstance(v, float) and math.isnan(v)) or v is np.nan:
+        for k, v in row.items():
+            if pd.isna(v):
                 rec[k] = None
-            elif k in ("attack",):
-                rec[k] = str(v)
             elif k in ("step", "sample_id", "n_members", "n_nonmembers"):
-                rec[k] = None if str(v) == "<NA>" else int(v)
-            elif k == "is_member":
-                rec[k] = bool(v)
+                rec[k] = int(v)
             else:
-                rec[k] = float(v)
+                rec[k] = v if isinstance(v, str) else bool(v) if k == "is_member" else float(v)
         out.append(rec)
     return out
 
