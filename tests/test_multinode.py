@@ -91,9 +91,14 @@ def in_process_scores(sweep_path) -> dict:
     for trial in sweep_config.expand(cfg):
         target = get_or_train(TargetStore(cfg.store), trial.spec, progress=False)
         rows, _ = eval_samples(trial)
-        s = pd.DataFrame(score_in_process(target, trial, rows, batch_size=32))
+        s = steps_as_int64(pd.DataFrame(score_in_process(target, trial, rows, batch_size=32)))
         out[trial.trial_id] = s.sort_values(KEY).reset_index(drop=True)
     return out
+
+
+def steps_as_int64(frame: pd.DataFrame) -> pd.DataFrame:
+    """The step column as pandas' nullable Int64: None in process, int64 or NaN through Ray/Parquet."""
+    return frame.assign(step=frame["step"].astype("Int64"))
 
 
 def worker_nodes(cluster) -> set:
@@ -111,7 +116,7 @@ def test_scorers_spread_over_nodes_and_match_a_single_process(cluster, store_dir
     # one trial scored straight through Ray Data: 32 samples in batches of 4 on 2 one-GPU actors
     cols, nodes = score_with_ray(store_dir, spec_json(trial.spec), trial.attacks, rows, cfg.resources)
     assert len(nodes) >= 2 and nodes <= worker_nodes(cluster), nodes  # GPU actors: worker nodes only
-    there = pd.DataFrame(cols).sort_values(KEY).reset_index(drop=True)
+    there = steps_as_int64(pd.DataFrame(cols)).sort_values(KEY).reset_index(drop=True)
     here = reference[trial.trial_id]
     assert here[KEY].equals(there[KEY])
     assert np.array_equal(here.score.to_numpy(), there.score.to_numpy())  # bitwise
@@ -122,7 +127,7 @@ def test_scorers_spread_over_nodes_and_match_a_single_process(cluster, store_dir
     root = str(out / "mn")
     m = read(root, "metrics")
     assert len(m) == STEPS and not m.duplicated(["trial_id", "attack", "step"]).any()
-    s = read(root, "scores").sort_values(KEY).reset_index(drop=True)
+    s = steps_as_int64(read(root, "scores")).sort_values(KEY).reset_index(drop=True)
     assert len(s) == ROWS * STEPS
     assert s[KEY].equals(here[KEY]) and np.array_equal(s.score.to_numpy(), here.score.to_numpy())
 
@@ -154,7 +159,7 @@ def test_losing_a_worker_node_mid_sweep_still_completes(cluster, tmp_path):
     root = str(out / "mn")
     m = read(root, "metrics")
     assert len(m) == 2 * STEPS and not m.duplicated(["trial_id", "attack", "step"]).any()
-    s = read(root, "scores")
+    s = steps_as_int64(read(root, "scores"))
     assert len(s) == 2 * ROWS * STEPS and not s.duplicated(["trial_id"] + KEY).any()
     # the results equal a single-process run, bitwise
     for tid, here in reference.items():
