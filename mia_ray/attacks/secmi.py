@@ -37,7 +37,8 @@ class SecMIAttack(Attack):
             raise ConfigError(f"{key}.k = {params.k}; allowed: an integer >= 1")
         if params.t_sec < 2 * params.k or params.t_sec % params.k:
             raise ConfigError(
-                f"{key}.t_sec = {params.t_sec}; allowed: a multiple of k = {params.k}, at least 2k = {2 * params.k}"
+                f"{key}.t_sec = {params.t_sec} with {key}.k = {params.k}; allowed: t_sec a multiple of k, "
+                f"at least 2k (authors: t_sec = 100, k = 10)"
             )
         if params.max_batch < 1:
             raise ConfigError(f"{key}.max_batch = {params.max_batch}; allowed: an integer >= 1")
