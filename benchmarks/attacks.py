@@ -2,10 +2,15 @@
 
     python benchmarks/attacks.py --quick      # < ~3 minutes on 2 CPU cores
     python benchmarks/attacks.py              # more samples and repeats
+    python benchmarks/attacks.py --quick --only-suite   # only the per-attack table (seconds)
 
 Prints ONE JSON object. Every figure is measured in the same run, on the same tiny DDPM (trained once on
 64 digits, or loaded from ``--store``) and the same evaluation images, side by side (the repeats of the
 compared variants are interleaved), and reported as a median over repeats.
+
+``attacks`` lists every registered attack at its default parameters on those images: samples/s (median
+over repeats, all samples in one batch), the declared network passes per sample (``Cost``) and the forward
+passes per sample actually counted at the network.
 
 The reference ("baseline") re-implements the seed paper's code faithfully on our model and data:
 
@@ -31,7 +36,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from mia_ray import noise as keyed
-from mia_ray.attacks import AttackSpec, DiffusionAdapter, score_batch
+from mia_ray.attacks import ATTACKS, AttackSpec, DiffusionAdapter, score_batch
 from mia_ray.attacks.likelihood import BITS_OFFSET, LikelihoodParams, bits_per_dim
 from mia_ray.attacks.loss import LossParams
 from mia_ray.config import DataConfig, FamilyConfig, ModelConfig, TargetSpec, TrainConfig
@@ -136,6 +141,47 @@ def _bare_forward(adapter: DiffusionAdapter, shape: tuple, n_forwards: int, batc
     return time.perf_counter() - t
 
 
+class _Counting(torch.nn.Module):
+    """Counts the rows the network evaluates."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, 0
+
+    def forward(self, x, tau):
+        self.rows += x.shape[0]
+        return self.net(x, tau)
+
+
+def attack_suite(adapter: DiffusionAdapter, images: torch.Tensor, ids: np.ndarray, repeats: int) -> dict:
+    """Every registered attack at its defaults on the same images: rate, declared and counted passes."""
+    out = {}
+    n = len(images)
+    sample_ids = torch.from_numpy(ids)
+    for name in ATTACKS.names():
+        attack = ATTACKS.get(name)()
+        params = attack.Params()
+        cost = attack.cost(params, adapter.num_steps)
+        counted = DiffusionAdapter(adapter.family, adapter.net.unet, device=adapter.device)
+        counted.net = _Counting(counted.net)
+        attack.run(counted, images[:2], sample_ids[:2], params)  # warm-up
+        counted.net.rows = 0
+        def once(attack=attack, counted=counted, params=params):
+            return attack.run(counted, images, sample_ids, params)
+
+        secs = [_timed(once)[0] for _ in range(repeats)]
+        out[name] = {
+            "samples_per_s": n / _med(secs),
+            "samples": n,
+            "forward_per_sample_declared": cost.forward,
+            "backward_per_sample_declared": cost.backward,
+            "cost_is_estimate": cost.estimate,
+            "forward_per_sample_counted": counted.net.rows / (n * repeats),
+            "steps": len(attack.steps(params, adapter.num_steps)),
+        }
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sample counts and repeats (< ~3 min)")
@@ -143,6 +189,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--max-batch", type=int, default=LossParams().max_batch)
+    ap.add_argument("--only-suite", action="store_true", help="only the per-attack table, no reference runs")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     q = args.quick
@@ -161,6 +208,13 @@ def main(argv=None) -> dict:
     ids, member = ids[order], member[order]
     images = torch.from_numpy(src.load(ids))
     T = adapter.num_steps
+    n_suite = 16 if q else 64
+    suite = attack_suite(adapter, images[:n_suite], ids[:n_suite], repeats)
+    if args.only_suite:
+        result = {"device": str(dev), "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+                  "quick": q, "repeats": repeats, "target_train_steps": args.train_steps, "attacks": suite}
+        print(json.dumps(result, indent=1))
+        return result
 
     # --- loss attack: the full 1000-step curve ---------------------------------------------------------
     params = LossParams(all_steps=True, max_batch=args.max_batch)
@@ -234,6 +288,7 @@ def main(argv=None) -> dict:
         "likelihood_mean_abs_dbpd": float(np.abs(bpd_by_tol[default][:n_lik_base] - bpd_base).mean()),
         "likelihood_mean_abs_dbpd_by_tol": by_tol,
         "likelihood_largest_tol_meeting_dbpd_goal": meeting,
+        "attacks": suite,
         "timings": {
             "loss_baseline_s": _med(base_loss), "loss_baseline_samples": n_loss_base,
             "loss_ours_s": _med(ours_loss), "loss_ours_samples": n_loss_ours,

@@ -9,9 +9,12 @@ import torch
 from conftest import TINY_MODEL, tiny_spec
 
 from mia_ray import noise as keyed
-from mia_ray.attacks import ATTACKS, AttackSpec, DiffusionAdapter, ModelAdapter, score_batch
+from mia_ray.attacks import ATTACKS, AttackSpec, DiffusionAdapter, ModelAdapter, StepMixin, score_batch
 from mia_ray.attacks.likelihood import BITS_OFFSET, LikelihoodParams, bits_per_dim
 from mia_ray.attacks.loss import LossParams
+from mia_ray.attacks.pia import PIAParams
+from mia_ray.attacks.secmi import SecMIParams
+from mia_ray.attacks.sima import SimAParams
 from mia_ray.config import FamilyConfig
 from mia_ray.data import make_split, open_source
 from mia_ray.errors import ConfigError
@@ -26,13 +29,17 @@ FAMILY_NAMES = ["ddpm", "smld", "vpsde", "vesde"]
 # --- exact answer: Gaussian data, closed-form score --------------------------------------------------
 
 
-class GaussianAdapter:
+class GaussianAdapter(StepMixin):
     """The exact ModelAdapter of data ~ N(mu, s^2 I) under ``family``'s forward SDE.
 
     The marginal at time t is N(m(t) mu, v(t) I) with, for VP, m = the family's mean coefficient and
     v = m^2 s^2 + 1 - m^2; for VE, m = 1 and v = s^2 + sigma(t)^2 - sigma_min^2 (the noise accumulated
     from t = 0, where sigma(0) = sigma_min). Its score -(x - m mu) / v is exact, so the PF-ODE
     log-likelihood must equal the marginal's log-density at t0.
+
+    On the integer step axis (x_u = a_u x0 + s_u eps, x0 ~ N(mu, s^2 I)), x_u and eps are jointly Gaussian
+    with Cov(eps, x_u) = s_u I and Var(x_u) = (a_u^2 s^2 + s_u^2) I, so the exact (minimum mean squared
+    error) noise prediction is E[eps | x_u] = s_u (x_u - a_u mu) / (a_u^2 s^2 + s_u^2).
     """
 
     def __init__(self, family, mu: torch.Tensor, s: float):
@@ -56,8 +63,16 @@ class GaussianAdapter:
     def prior_logp(self, z):
         return self.family.prior_logp(z)
 
-    def loss(self, x0, steps, noise):  # the likelihood attack does not use it
-        raise NotImplementedError
+    def step_coefs(self, steps):
+        return self.family.step_mean_std(torch.as_tensor(steps, dtype=torch.int64).reshape(-1))
+
+    def eps_hat(self, x, steps):
+        a, s = (c.view(-1, 1, 1, 1) for c in self.step_coefs(steps))
+        return (s * (x - a * self.mu) / (a**2 * self.s2 + s**2)).float()
+
+    def loss(self, x0, steps, noise):
+        a, s = (c.view(-1, 1, 1, 1) for c in self.step_coefs(steps))
+        return (self.eps_hat(a * x0 + s * noise, steps) - noise).pow(2).flatten(1).mean(1)
 
     def exact_bpd(self, x: torch.Tensor) -> torch.Tensor:
         mean, var = self.marginal(torch.tensor(self.t_range[0], dtype=torch.float64))
@@ -79,6 +94,55 @@ def test_likelihood_matches_exact_gaussian_nll(name):
     exact = adapter.exact_bpd(x)
     assert bpd.dtype == torch.float64
     np.testing.assert_allclose(bpd.numpy(), exact.numpy(), atol=0.01)
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_gaussian_eps_hat_is_the_conditional_mean_of_the_noise(name):
+    """E[(eps - eps_hat(x_u, u)) f(x_u)] = 0 for f = 1 and f = x_u - a_u mu (Monte Carlo, 200k draws): the
+    residual is orthogonal to every affine function of x_u, so (jointly Gaussian) eps_hat is E[eps | x_u];
+    a wrong coefficient (e.g. 1 / s_u instead of s_u / var) fails by far more than the tolerance."""
+    gen = torch.Generator().manual_seed(1)
+    mu = torch.linspace(-0.5, 0.5, 4, dtype=torch.float64).reshape(1, 2, 2)
+    adapter = GaussianAdapter(make_family(FamilyConfig(name=name)), mu, 0.3)
+    n = 200_000
+    for step in (0, 100, 700):
+        x0 = mu + 0.3 * torch.randn(n, 1, 2, 2, generator=gen, dtype=torch.float64)
+        eps = torch.randn(n, 1, 2, 2, generator=gen, dtype=torch.float64)
+        a, s = (c.item() for c in adapter.step_coefs(step))
+        xu = a * x0 + s * eps
+        r = eps - adapter.eps_hat(xu, step).double()
+        assert abs(r.mean()) < 0.01 and abs((r * (xu - a * mu)).mean()) < 0.01 * (a * a * 0.09 + s * s) ** 0.5
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_ddim_step_is_exact_when_the_data_is_one_point(name):
+    """With s = 0 (all data = mu) eps_hat recovers the noise exactly, so the DDIM step must carry
+    a_u mu + s_u eps to a_v mu + s_v eps, in either direction; and a step from u to u is the identity."""
+    mu = torch.linspace(-0.5, 0.5, 16, dtype=torch.float64).reshape(1, 4, 4)
+    adapter = GaussianAdapter(make_family(FamilyConfig(name=name)), mu, 0.0)
+    eps = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for u, v in ((10, 90), (90, 100), (100, 90), (0, 500)):
+        (au, su), (av, sv) = ((c.item() for c in adapter.step_coefs(w)) for w in (u, v))
+        got = adapter.ddim_step(au * mu + su * eps, u, v)
+        np.testing.assert_allclose(got.numpy(), (av * mu + sv * eps).numpy(), rtol=1e-5, atol=1e-5)
+    x = mu + 0.1 * eps
+    np.testing.assert_allclose(adapter.ddim_step(x, 40, 40).numpy(), x.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_diffusion_adapter_eps_hat_is_what_the_training_loss_sees(name, digits64):
+    """loss(x0, u, z) == mean (z - eps_hat(x_u, u))^2 with x_u = a_u x0 + s_u z from step_coefs: the noise
+    prediction the attacks query is fed exactly as in training, on every family."""
+    torch.manual_seed(0)
+    adapter = DiffusionAdapter(make_family(FamilyConfig(name=name)), build_unet(TINY_MODEL, 8, 1))
+    x0 = torch.from_numpy(digits64[:4])
+    z = torch.randn_like(x0)
+    steps = torch.tensor([0, 7, 300, 999])
+    a, s = (c.float().view(-1, 1, 1, 1) for c in adapter.step_coefs(steps))
+    want = (z - adapter.eps_hat(a * x0 + s * z, steps)).pow(2).flatten(1).mean(1)
+    with torch.no_grad():
+        np.testing.assert_allclose(adapter.loss(x0, steps, z).numpy(), want.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(adapter.eps_hat(x0, 5).numpy(), adapter.eps_hat(x0, torch.full((4,), 5)).numpy())
 
 
 # --- a tiny DDPM over-fitted on 64 digits ------------------------------------------------------------
@@ -244,11 +308,10 @@ def test_likelihood_is_independent_of_batch_composition(overfit, likelihood128):
 
 # --- conformance: every registered attack ------------------------------------------------------------
 
-# Cheap parameters and the orientation (score = sign * statistic) of each registered attack: a new
-# attack must be added here to be covered by the conformance test.
+# Cheaper parameters for the attacks whose defaults are slow; any other registered attack runs at its defaults.
 CHEAP = {
-    "loss": (LossParams(steps=[0, 10, 500, 999]), -1),
-    "likelihood": (LikelihoodParams(rtol=1e-2, atol=1e-2), -1),
+    "loss": LossParams(steps=[0, 10, 500, 999]),
+    "likelihood": LikelihoodParams(rtol=1e-2, atol=1e-2),
 }
 
 
@@ -261,8 +324,7 @@ def untrained():
 
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_attack_conformance(name, untrained, digits64):
-    assert name in CHEAP, f"add attack {name!r} to CHEAP in {__file__}"
-    params, sign = CHEAP[name]
+    params = CHEAP.get(name) or ATTACKS.get(name).Params()
     attack = ATTACKS.get(name)()
     attack.validate(params, untrained.num_steps, f"attacks.{name}")
     images = torch.from_numpy(digits64[:5])
@@ -275,7 +337,8 @@ def test_attack_conformance(name, untrained, digits64):
     again = attack.run(untrained, images, ids, params)
     np.testing.assert_array_equal(again.score, out.score)
     np.testing.assert_array_equal(again.statistic, out.statistic)
-    np.testing.assert_array_equal(out.score, sign * out.statistic)  # higher score = more member-like
+    sign = 1 if (out.score == out.statistic).all() else -1  # score = +-statistic, one orientation per attack
+    np.testing.assert_array_equal(out.score, sign * out.statistic)
 
     member = np.array([True, False, True, False, True])
     batch = {"image": digits64[:5], "sample_id": ids.numpy(), "is_member": member}
@@ -298,7 +361,7 @@ def test_attack_conformance(name, untrained, digits64):
 
 def test_score_batch_runs_several_attacks_in_one_pass(untrained, digits64):
     batch = {"image": digits64[:3], "sample_id": np.array([1, 2, 3]), "is_member": np.array([1, 0, 1])}
-    specs = [AttackSpec("loss", LossParams(steps=[5, 9])), AttackSpec("likelihood", CHEAP["likelihood"][0])]
+    specs = [AttackSpec("loss", LossParams(steps=[5, 9])), AttackSpec("likelihood", CHEAP["likelihood"])]
     cols = score_batch(untrained, batch, specs)
     assert list(cols["attack"]) == ["loss"] * 6 + ["likelihood"] * 3
     assert list(cols["step"]) == [5, 5, 5, 9, 9, 9] + [None] * 3
@@ -329,6 +392,15 @@ def test_loss_all_steps_scores_the_full_curve(untrained, digits64):
         ("likelihood", LikelihoodParams(rtol=0.0), r"attacks\.x\.rtol"),
         ("likelihood", LikelihoodParams(atol=-1e-5), r"attacks\.x\.atol"),
         ("likelihood", LikelihoodParams(probes=0), r"attacks\.x\.probes"),
+        ("pia", PIAParams(steps=[]), r"attacks\.x\.steps is empty"),
+        ("pia", PIAParams(steps=[10, 1000]), r"attacks\.x\.steps: step 1000 is outside the allowed range 0\.\.999"),
+        ("pian", PIAParams(p=0), r"attacks\.x\.p = 0"),
+        ("sima", SimAParams(steps=[-5]), r"attacks\.x\.steps: step -5 is outside"),
+        ("sima", SimAParams(max_batch=0), r"attacks\.x\.max_batch"),
+        ("secmi", SecMIParams(t_sec=1000), r"attacks\.x\.t_sec: step 1000 is outside"),
+        ("secmi", SecMIParams(t_sec=95), r"attacks\.x\.t_sec = 95 with attacks\.x\.k = 10; allowed: t_sec a multiple"),
+        ("secmi", SecMIParams(t_sec=10), r"attacks\.x\.t_sec = 10 .*at least 2k"),
+        ("secmi", SecMIParams(k=0), r"attacks\.x\.k = 0"),
     ],
 )
 def test_validate_rejects_unusable_parameters(name, params, match):
@@ -337,7 +409,7 @@ def test_validate_rejects_unusable_parameters(name, params, match):
         attack.validate(params, 1000, "attacks.x")
 
 
-@pytest.mark.parametrize("name", ["loss", "likelihood"])
+@pytest.mark.parametrize("name", ATTACKS.names())
 def test_validate_accepts_defaults(name):
     attack = ATTACKS.get(name)()
     attack.validate(attack.Params(), 1000, "attacks.x")
@@ -348,4 +420,4 @@ def test_validate_accepts_defaults(name):
 def test_unknown_attack_lists_the_registered_ones():
     with pytest.raises(ConfigError, match="unknown attack 'nope'; allowed: " + ", ".join(ATTACKS.names())):
         ATTACKS.get("nope")
-    assert {"likelihood", "loss"} <= set(ATTACKS.names())
+    assert {"likelihood", "loss", "pia", "pian", "secmi", "sima"} <= set(ATTACKS.names())

@@ -8,9 +8,10 @@ import torch
 
 from ..families import Family
 from ..models import NoiseNet
+from .base import StepMixin
 
 
-class DiffusionAdapter:
+class DiffusionAdapter(StepMixin):
     def __init__(self, family: Family, unet, device=None, amp: bool = False):
         self.family = family
         self.device = torch.device(device) if device is not None else next(unet.parameters()).device
@@ -31,3 +32,23 @@ class DiffusionAdapter:
 
     def prior_logp(self, z):
         return self.family.prior_logp(z)
+
+    def step_coefs(self, steps):
+        return self.family.step_mean_std(_steps(steps, self.device))
+
+    @torch.no_grad()
+    def eps_hat(self, x, steps):
+        """The network's noise prediction at integer steps, fed exactly as in training
+        (``Family.model_inputs``: input scaled by c_in(std), time input tau(step_time))."""
+        fam = self.family
+        steps = _steps(steps, x.device).expand(x.shape[0])
+        _, std = fam.step_mean_std(steps)
+        std_b = std.to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
+        with self._autocast():
+            out = self.net(fam.c_in(std_b) * x, fam.tau(fam.step_time(steps)).to(x.dtype))
+        return out.float()
+
+
+def _steps(steps, device) -> torch.Tensor:
+    """Integer steps as an int64 tensor (an int broadcasts over the batch)."""
+    return torch.as_tensor(steps, dtype=torch.int64, device=device).reshape(-1)

@@ -8,7 +8,7 @@ import torch
 
 from .. import noise as keyed
 from ..errors import ConfigError
-from .base import ATTACKS, Attack, AttackOutput
+from .base import ATTACKS, Attack, AttackOutput, Cost
 
 # Smallest model forward batch: CPU BLAS (MKL) runs GEMMs of fewer than 12 rows through another kernel whose
 # last bits differ, so without padding a score would depend on how many rows shared its forward pass.
@@ -31,7 +31,11 @@ class LossAttack(Attack):
     def steps(self, params, num_steps: int | None = None):
         return list(range(num_steps)) if params.all_steps and num_steps else list(params.steps)
 
-    def validate(self, params, num_steps, key):
+    def cost(self, params, num_steps):
+        n = num_steps if params.all_steps else len(params.steps)
+        return Cost(forward=n * params.draws)
+
+    def check(self, params, num_steps, key):
         if not params.steps and not params.all_steps:
             raise ConfigError(f"{key}.steps is empty; allowed: integers in 0..{num_steps - 1}")
         bad = [s for s in params.steps if not 0 <= s < num_steps]
