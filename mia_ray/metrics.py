@@ -89,6 +89,12 @@ def _allowed_fp(target_fpr: float, n_neg: int) -> int:
     return int(np.floor(target_fpr * n_neg + _FPR_TOL))
 
 
+def allowed_false_positives(target_fpr: float, n_nonmembers: int) -> int:
+    """floor(target_fpr * n_nonmembers) with the same float slack as the TPR@FPR metrics (0.01 * 100 -> 1);
+    0 means the target is below 1 / n_nonmembers and not resolvable."""
+    return _allowed_fp(target_fpr, n_nonmembers)
+
+
 def roc_curve(scores, is_member) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve ``(fpr, tpr, thresholds)``, one point per distinct score (``drop_intermediate=False``)."""
     s, m = _prepare(scores, is_member)
