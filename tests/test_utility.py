@@ -22,7 +22,7 @@ from mia_ray.training import train_target
 from mia_ray.training.store import member_images
 from mia_ray.utility.features import FeatureConfig, get_or_train_features, load_features
 from mia_ray.utility.grid import save_grid
-from mia_ray.utility.quality import image_distances, sample_quality
+from mia_ray.utility.quality import feature_distances, features_of, image_distances, sample_quality
 from mia_ray.utility.sampler import SAMPLER_TAG, ddim_sample, ddim_steps
 
 MU, SIGMA = 0.2, 0.2  # Gaussian data N(MU, SIGMA^2 I): inside [-1, 1] to 4 sigma, so clipping is negligible
@@ -149,25 +149,19 @@ def test_unlabelled_sources_fall_back_to_an_autoencoder(tmp_path, pool):
 # --- distances ------------------------------------------------------------------------------------
 
 
-class Identity(torch.nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.num_features = d
-        self.p = torch.nn.Parameter(torch.zeros(()))  # gives the module a device
-
-    def forward(self, x):
-        return x.flatten(1)
-
-
 def test_frechet_distance_matches_scipy():
     rng = np.random.default_rng(0)
-    a = rng.normal(size=(300, 1, 2, 3)).astype(np.float32)
-    b = (rng.normal(size=(200, 1, 2, 3)) * 1.5 + 0.3).astype(np.float32)
-    fa, fb = a.reshape(300, -1).astype(np.float64), b.reshape(200, -1).astype(np.float64)
+    fa, fb = rng.normal(size=(300, 6)), rng.normal(size=(200, 6)) * 1.5 + 0.3
     ca, cb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
     want = ((fa.mean(0) - fb.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * scipy.linalg.sqrtm(ca @ cb).real)
-    got = image_distances(Identity(6), a, b)
+    got = feature_distances(torch.from_numpy(fa), torch.from_numpy(fb))
     assert got["fd"] == pytest.approx(want, rel=1e-4)
+    # KID averages unbiased MMD^2 over random subsets: its expectation is the full-set unbiased MMD^2
+    k = lambda x, y: (x @ y.T / 6 + 1) ** 3  # noqa: E731  (the polynomial kernel of KID)
+    kxx, kyy = k(fa, fa), k(fb, fb)
+    mmd2 = ((kxx.sum() - np.trace(kxx)) / (300 * 299) + (kyy.sum() - np.trace(kyy)) / (200 * 199)
+            - 2 * k(fa, fb).mean())
+    assert mmd2 > 0.5 and abs(got["kid"] - mmd2) < 4 * got["kid_std"] / np.sqrt(100)
 
 
 def test_distances_are_offline_zero_on_itself_and_order_data_and_noise(feature_net, pool, monkeypatch):
@@ -208,8 +202,9 @@ def test_sample_quality_takes_an_adapter_or_a_unet_and_writes_a_grid(feature_net
     kw = dict(n=16, heldout_images=pool[:64], feature_net=feature_net, seed=4, num_steps=3)
     via_unet = sample_quality(unet, fam, grid_path=str(tmp_path / "g.png"), **kw)
     via_adapter = sample_quality(DiffusionAdapter(fam, unet), fam, **kw)
+    cached = sample_quality(unet, fam, heldout_features=features_of(feature_net, pool[:64]), **kw)
     for key in ("fd", "kid", "kid_std", "n_samples"):
-        assert via_unet[key] == via_adapter[key]
+        assert via_unet[key] == via_adapter[key] == cached[key]
     assert Image.open(tmp_path / "g.png").size == (4 * 8 * 4 + 5 * 4,) * 2  # 4x4 tiles of 8 px + pad, x4
 
 

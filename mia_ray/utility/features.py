@@ -6,9 +6,11 @@ penultimate features of a small CNN trained on the pool itself:
 * ``classifier`` (sources with labels, e.g. ``digits`` via sklearn's ``load_digits().target``): cross-
   entropy on the classes; its features separate the classes, like Inception's do for ImageNet.
 * ``autoencoder`` (fallback for unlabelled sources): the same encoder trained to reconstruct the image
-  through its bottleneck. Weaker: its features encode pixels, not classes, so the distance says less
-  about whether samples look like recognisable objects (measured on digits 8x8: linear-probe accuracy
-  of the bottleneck ~0.9 vs ~0.97 for the classifier's features).
+  through its bottleneck. Weaker: nothing asks its features to be about what the image shows, so the
+  distance weighs pixel detail, not whether samples are recognisable. Measured on digits 8x8 (trained on
+  1200, probed on the other 597): the classifier head 0.975 held-out accuracy; logistic probes of the
+  classifier features 0.93, of the autoencoder bottleneck 0.92, of random-init features 0.69 (raw pixels
+  0.92: digits are nearly linearly separable, so on them the two nets differ little).
 
 Training is seeded and on the CPU (seconds at 8x8). 10% of the used pool is held out and the held-out
 accuracy (or reconstruction MSE) is recorded in ``meta.json``. Layout: ``<store>/features/<key>/
@@ -56,7 +58,7 @@ def _digits_labels(cfg: DataConfig, pool_size: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    width: int = 32  # channels of the first conv (the second and third have 2x)
+    width: int = 16  # channels of the first conv (the second and third have 2x); 32 was 3x slower, no better
     dim: int = 64  # feature dimension d
     steps: int = 600  # Adam steps
     batch_size: int = 128
@@ -70,7 +72,7 @@ class FeatureConfig:
 class FeatureNet(nn.Module):
     """``features(images [N, C, H, W] in [-1, 1]) -> [N, dim]``; ``num_features`` is read by torchmetrics."""
 
-    def __init__(self, channels: int, width: int = 32, dim: int = 64):
+    def __init__(self, channels: int, width: int = 16, dim: int = 64):
         super().__init__()
         self.num_features = dim
         self.encoder = nn.Sequential(
