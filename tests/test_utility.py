@@ -20,7 +20,7 @@ from mia_ray.families import make_family
 from mia_ray.models import build_unet
 from mia_ray.training import train_target
 from mia_ray.training.store import member_images
-from mia_ray.utility.features import FeatureConfig, get_or_train_features, load_features
+from mia_ray.utility.features import FeatureConfig, get_or_train_features, load_features, train_features
 from mia_ray.utility.grid import save_grid
 from mia_ray.utility.quality import feature_distances, features_of, image_distances, sample_quality
 from mia_ray.utility.sampler import SAMPLER_TAG, ddim_sample, ddim_steps
@@ -132,6 +132,13 @@ def test_feature_net_is_stored_once_and_reloads_identically(store_dir, feature_n
     assert json.load(open(os.path.join(where, "meta.json")))["heldout_accuracy"] == feature_net.meta["heldout_accuracy"]
     assert not [p for p in os.listdir(os.path.dirname(where)) if p.startswith(".tmp")]
     assert torch.equal(load_features(store_dir, feature_net.meta["key"])(x), feature_net(x))
+
+
+def test_feature_training_is_seeded(pool):
+    labels = np.arange(200) % 10
+    runs = [train_features(pool[:200], labels, FeatureConfig(steps=5, seed=s))[0] for s in (0, 0, 1)]
+    x = torch.from_numpy(pool[:20])
+    assert torch.equal(runs[0](x), runs[1](x)) and not torch.equal(runs[0](x), runs[2](x))
 
 
 def test_unlabelled_sources_fall_back_to_an_autoencoder(tmp_path, pool):

@@ -21,7 +21,6 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
-from ..attacks.adapter import DiffusionAdapter
 from ..errors import ConfigError
 from ..families import Family
 from ..models import NoiseNet
@@ -87,8 +86,9 @@ def image_distances(feature_net: nn.Module, real, fake, seed: int = 0) -> dict:
 
 def _net_device_amp(model, device, amp):
     """(net(x, tau) -> eps_hat, device, amp) of a DiffusionAdapter, a UNet2DModel or such a net."""
-    if isinstance(model, DiffusionAdapter):
-        return model.net, model.device, model.amp
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "net", None), nn.Module):
+        # an attack adapter (duck-typed: .net, .device, .amp): sample exactly what the attacks score
+        return model.net, torch.device(getattr(model, "device", device or "cpu")), getattr(model, "amp", amp)
     if isinstance(model, UNet2DModel):
         model = NoiseNet(model)
     if isinstance(model, nn.Module):
