@@ -55,6 +55,8 @@ def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, st
         raise ConfigError(f"{path}: key {key!r}: {msg}") from None
     except Exception as e:  # YAML syntax and the like
         raise ConfigError(f"{path}: cannot read the sweep: {str(e).splitlines()[0]}") from None
+    if len(raw) == 0:  # issue 14: an empty file would silently run every default
+        raise ConfigError(f"{path} is empty; give at least data: and families: (see sweeps/quickstart.yaml)")
     for m in cfg.plugins:
         try:
             importlib.import_module(m)
