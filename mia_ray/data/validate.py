@@ -4,8 +4,13 @@ The pool is streamed chunk by chunk (memory stays at one chunk) through the sour
 door applies exactly the checks a trial's ``load`` applies; the first bad image is named by its file,
 row or index. A successful scan is remembered in a small JSON file keyed by the pool's fingerprint
 (paths, sizes and modification times of its files, key, channels): a second sweep over an unchanged pool
-does not read it again. Measured on a 10k x 3 x 64 x 64 pool (benchmarks/door_scan.py): see README
-'Data' for the numbers; the scan is one sequential read of the file, the cache hit one ``stat`` per file.
+does not read it again.
+
+Measured on this 2-core VM (warm page cache), 10k x 3 x 64 x 64 pools: a float32 .npy (469 MiB) scans in
+0.1 s, a uint8 one (117 MiB) in 0.3 s, 10k PNG files in 3.6 s; a cache hit costs 0.2 ms (one stat) for a
+.npy and 0.7 s for the PNG folder (listing + 10k stats, which opening the source does anyway). For
+comparison a trial's load of 2000 of those images takes 0.1-0.4 s (.npy) and 1.9 s (PNG): the first scan
+costs about one sweep's worth of reading, later sweeps over the same pool nothing.
 """
 
 from __future__ import annotations
