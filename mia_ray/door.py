@@ -1,7 +1,7 @@
 """Everything a sweep will read, checked before Ray starts or a file is written (called by preflight).
 
 * the image pool: every image decodes, values finite and in range (first bad file / index named); a
-  passed scan is remembered under ``<store>/.pool_scans/`` keyed by the files' path, size and mtime;
+  passed scan is remembered in the user's cache (``scan_cache_dir``), keyed by the files' path, size, mtime;
 * given membership (``data.members`` / ``data.nonmembers``): both sets pass the same scan and share no
   image (content hash);
 * ``model.pretrained``: exists, safetensors weights load strictly into its UNet2DModel config, sample size
@@ -19,12 +19,15 @@ from .data.given import GivenSource, check_disjoint, open_given
 from .data.validate import check_pool
 
 
-def scan_cache_dir(cfg) -> str | None:
-    """``<store>/.pool_scans`` for a local store, None (no cache) for a URI store."""
-    from .sweep_config import store_root
-
-    root = store_root(cfg)
-    return None if "://" in root else os.path.join(root, ".pool_scans")
+def scan_cache_dir(cfg=None) -> str:
+    """Where passed pool scans are recorded: ``$MIA_RAY_CACHE``, else ``$XDG_CACHE_HOME/mia_ray`` (default
+    ``~/.cache/mia_ray``), plus ``/pool_scans``. Not under the output or the store: nothing may be written
+    there before every check (the cluster's too) has passed, and the door runs on the driver, whose cache
+    this is."""
+    root = os.environ.get("MIA_RAY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mia_ray"
+    )
+    return os.path.join(root, "pool_scans")
 
 
 def given_membership(cfg) -> bool:

@@ -180,7 +180,9 @@ def cli_runs(tmp_path_factory):
             tmp = tmp_path_factory.mktemp(name)
             path, pattern = build(tmp)
             cmd = [sys.executable, "-m", "mia_ray.sweep", str(path), "--output", str(tmp / "out")]
-            p = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            case_env = {**env, "MIA_RAY_CACHE": str(tmp / "out" / "cache")}  # a scan record would show up
+            p = subprocess.Popen(cmd, env=case_env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
             running[name] = (p, pattern, tmp / "out")
         name = next(iter(running))
         p, pattern, out = running.pop(name)
@@ -391,7 +393,7 @@ def test_weights_of_another_config_are_refused_not_left_random(tmp_path):
         check_model(model_cfg(a))
 
 
-def test_good_inputs_pass_preflight_and_the_scan_is_recorded_next_to_the_store(tmp_path):
+def test_good_inputs_pass_preflight_and_the_scan_is_recorded_in_the_user_cache(tmp_path, monkeypatch):
     from mia_ray import sweep_config
     from mia_ray.preflight import check_data
 
@@ -399,6 +401,8 @@ def test_good_inputs_pass_preflight_and_the_scan_is_recorded_next_to_the_store(t
     path = sweep(tmp_path, {"source": "npz", "path": str(tmp_path / "pool.npy")},
                  model={"pretrained": str(save_unet(tmp_path / "ckpt"))})
     cfg, _ = sweep_config.load(str(path))
+    monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))
     check_data(cfg)
-    records = list((tmp_path / "out" / "store" / ".pool_scans").glob("*.json"))
+    records = list((tmp_path / "cache" / "pool_scans").glob("*.json"))
     assert len(records) == 1 and '"n": 200' in records[0].read_text()
+    assert not (tmp_path / "out").exists()  # the output and the store stay untouched until Ray's checks pass
