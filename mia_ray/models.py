@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
 import torch
 from diffusers import UNet2DModel
@@ -32,18 +34,46 @@ def build_unet(cfg: ModelConfig, sample_size: int, channels: int) -> UNet2DModel
     )
 
 
-def load_unet(path: str, device: str | torch.device = "cpu") -> UNet2DModel:
-    """Load a UNet2DModel directory from safetensors only (never unpickles)."""
+def load_unet(path: str, device: str | torch.device = "cpu", key: str = "model.pretrained") -> UNet2DModel:
+    """Load a UNet2DModel directory from safetensors only (never unpickles), strictly: a weight file that does
+    not hold exactly the model's tensors is refused with one line (diffusers would only warn and leave
+    random weights)."""
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise ConfigError(
-            f"model.pretrained: {path!r} is not a diffusers UNet2DModel directory (no config.json)"
-        )
+        raise ConfigError(f"{key}: {path!r} is not a diffusers UNet2DModel directory (no config.json)")
     if not os.path.isfile(os.path.join(path, WEIGHTS)):
+        raise ConfigError(f"{key}: {path!r} has no {WEIGHTS} (only safetensors weights are loaded)")
+    try:
+        with quiet_diffusers():
+            unet, info = UNet2DModel.from_pretrained(
+                path, use_safetensors=True, low_cpu_mem_usage=False, output_loading_info=True
+            )
+    except Exception as e:  # diffusers raises OSError, ValueError, EnvironmentError, ... for bad directories
         raise ConfigError(
-            f"model.pretrained: {path!r} has no {WEIGHTS} (only safetensors weights are loaded)"
-        )
-    unet = UNet2DModel.from_pretrained(path, use_safetensors=True, low_cpu_mem_usage=False)
+            f"{key}: cannot load {path!r} as a UNet2DModel ({type(e).__name__}: {' '.join(str(e).split())})"
+        ) from None
+    for what in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        if info.get(what):
+            first = info[what][0]
+            raise ConfigError(
+                f"{key}: {os.path.join(path, WEIGHTS)} does not fit its config.json: {len(info[what])} "
+                f"{what.replace('_', ' ')}, e.g. {first!r}; allowed: weights saved with the same UNet2DModel config"
+            )
     return unet.to(device).eval()
+
+
+@contextlib.contextmanager
+def quiet_diffusers():
+    """Silence diffusers' logger and Python warnings while loading: failures are raised as one line instead."""
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        dlog.set_verbosity(level)
 
 
 class NoiseNet(torch.nn.Module):

@@ -27,6 +27,8 @@ def check_data(cfg) -> None:
             f"train_sizes/eval_size: max(train_sizes) + eval_size = {need} exceeds the pool of {len(source)} "
             f"images of {source.describe()}"
         )
+    from .door import check_inputs  # issue 14: pool content + model.pretrained, before Ray (mia_ray/door.py)
+    check_inputs(cfg, source)
 
 
 @dataclass

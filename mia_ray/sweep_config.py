@@ -49,6 +49,8 @@ def _merge(path: str, overrides: list[str] | None):
     """The YAML and the overrides merged onto ``SweepConfig`` (types and unknown keys checked)."""
     try:
         raw = OmegaConf.load(path)
+        if len(raw) == 0:  # an empty file would silently run every default
+            raise ConfigError(f"{path} is empty; give at least data: and families: (see sweeps/quickstart.yaml)")
         extra = OmegaConf.from_dotlist(list(overrides or []))
         for c in (raw, extra):
             for axis in GRID_AXES:  # a scalar axis is a 1-point grid

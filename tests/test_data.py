@@ -346,10 +346,10 @@ def test_npz_bad_values(tmp_path):
     np.savez(tmp_path / "nan.npz", images=nan)
     src = open_source(cfg("npz", tmp_path / "nan.npz"))
     src.load([0, 1])  # the bad image is not read
-    with raises(DataError, r"nan\.npz array 'images': contains NaN or inf"):
+    with raises(DataError, r"nan\.npz array 'images' image 2: contains NaN or inf"):  # the bad image is named
         src.load([2])
     np.save(tmp_path / "big.npy", EXPECTED * 255)
-    with raises(DataError, r"big\.npy: float values span .*allowed: floats in \[-1, 1\] or uint8"):
+    with raises(DataError, r"big\.npy image 0: float values span .*allowed: floats in \[-1, 1\] or uint8"):
         open_source(cfg("npz", tmp_path / "big.npy")).load([0])
     np.save(tmp_path / "int.npy", IMGS.astype(np.int64))
     with raises(DataError, r"int\.npy: dtype int64 is not supported; allowed: uint8"):
@@ -375,7 +375,7 @@ def test_hdf5_bad_file_and_inf(tmp_path):
     bad[0, 0, 0, 0] = np.inf
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f["images"] = bad
-    with raises(DataError, r"d\.h5 dataset 'images': contains NaN or inf"):
+    with raises(DataError, r"d\.h5 dataset 'images' image 0: contains NaN or inf"):
         open_source(cfg("hdf5", tmp_path / "d.h5")).load([0])
 
 

@@ -86,7 +86,7 @@ class ArraySource(Source):
         return self._array
 
     def _read(self, ids: np.ndarray) -> np.ndarray:
-        return as_nchw(to_unit(np.asarray(self._full()[ids]), self.where()), self.layout)
+        return as_nchw(to_unit(np.asarray(self._full()[ids]), self.where(), ids), self.layout)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_array": None}  # ship the path, not the pixels

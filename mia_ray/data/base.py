@@ -64,6 +64,15 @@ class Source:
             return np.concatenate([fit(img[None], c, r) for img in x])
         return fit(x, c, r)
 
+    def scan_chunks(self, size: int = 256):
+        """Sample ids in order, in chunks that are cheap to read together (the door's full scan)."""
+        for lo in range(0, len(self), size):
+            yield np.arange(lo, min(lo + size, len(self)), dtype=np.int64)
+
+    def files_to_fingerprint(self) -> list[Path]:
+        """The files whose (path, size, mtime) identify this pool's content (empty: not cacheable)."""
+        return [self.path] if self.path is not None and self.path.is_file() else []
+
     def where(self) -> str:
         """How error messages name this source's data (file, and key when there is one)."""
         return str(self.path) if self.path is not None else self.name

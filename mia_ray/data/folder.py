@@ -35,3 +35,6 @@ class FolderSource(Source):
     def _read(self, ids: np.ndarray) -> list[np.ndarray]:
         paths = [self.path / self.files[i] for i in ids]
         return [decode_image(p, self.cfg.channels, str(p)) for p in paths]
+
+    def files_to_fingerprint(self) -> list:
+        return [self.path / f for f in self.files]

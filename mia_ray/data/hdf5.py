@@ -62,4 +62,4 @@ class HDF5Source(Source):
         with _open(self.path) as f:
             ds = f[self.key]
             rows = ds[lo:hi][uniq - lo] if hi - lo <= 4 * len(uniq) else ds[uniq]  # dense: one slice
-        return as_nchw(to_unit(rows[inverse], self.where()), self.layout)
+        return as_nchw(to_unit(rows[inverse], self.where(), ids), self.layout)

@@ -91,6 +91,15 @@ class ParquetSource(Source):
     def __len__(self) -> int:
         return int(self.starts[-1])
 
+    def scan_chunks(self, size: int = 256):
+        """One chunk per row group: each is read once."""
+        for g in range(len(self.groups)):
+            if self.starts[g + 1] > self.starts[g]:
+                yield np.arange(self.starts[g], self.starts[g + 1], dtype=np.int64)
+
+    def files_to_fingerprint(self) -> list:
+        return list(self.files)
+
     def _values(self, uniq: np.ndarray) -> list:
         """Column values (arrow scalars) of the sorted unique ids, reading only their row groups."""
         import pyarrow.parquet as pq

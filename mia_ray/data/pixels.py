@@ -52,20 +52,34 @@ def as_nchw(a: np.ndarray, layout: str) -> np.ndarray:
     return a
 
 
-def to_unit(a: np.ndarray, where: str) -> np.ndarray:
-    """uint8 0..255 -> float32 [-1, 1]; float arrays must already be finite and in [-1, 1]."""
+def to_unit(a: np.ndarray, where: str, ids=None) -> np.ndarray:
+    """uint8 0..255 -> float32 [-1, 1]; float arrays must already be finite and in [-1, 1].
+
+    ``ids`` (the sample ids of the rows of ``a``) lets an error name the first bad image.
+    """
     check_dtype(a.dtype, where)
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 127.5 - 1.0
     a = np.asarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise DataError(f"{where}: contains NaN or inf; allowed: finite values in [-1, 1] (or uint8)")
+    finite = np.isfinite(a)
+    if not finite.all():
+        at = _first_bad(~finite, ids)
+        raise DataError(f"{where}{at}: contains NaN or inf; allowed: finite values in [-1, 1] (or uint8)")
     lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
     if lo < -1.0 - 1e-5 or hi > 1.0 + 1e-5:
+        at = _first_bad((a < -1.0 - 1e-5) | (a > 1.0 + 1e-5), ids)
         raise DataError(
-            f"{where}: float values span [{lo:g}, {hi:g}]; allowed: floats in [-1, 1] or uint8 0..255"
+            f"{where}{at}: float values span [{lo:g}, {hi:g}]; allowed: floats in [-1, 1] or uint8 0..255"
         )
     return np.clip(a, -1.0, 1.0)
+
+
+def _first_bad(bad: np.ndarray, ids) -> str:
+    """' image ID' of the first row of ``bad`` with a True (empty without ids)."""
+    if ids is None or bad.ndim < 2:
+        return ""
+    row = int(np.flatnonzero(bad.reshape(len(bad), -1).any(1))[0])
+    return f" image {int(np.asarray(ids)[row])}"
 
 
 def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:

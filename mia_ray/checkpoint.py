@@ -1,0 +1,92 @@
+"""The door's check of a given checkpoint (``model.pretrained``): it exists, its safetensors weights load
+into the UNet2DModel its config describes, and that model fits the data (sample size and channels)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .config import FamilyConfig
+from .errors import ConfigError
+from .models import WEIGHTS, load_unet
+from .pretrained import KEY, is_pipeline, pipeline_family, unet_dir
+
+ALLOWED = (
+    "a diffusers UNet2DModel directory (config.json + diffusion_pytorch_model.safetensors) or a pipeline "
+    "directory as DDPMPipeline.save_pretrained writes it (model_index.json, unet/, scheduler/)"
+)
+
+
+def _config(udir: str) -> dict:
+    file = os.path.join(udir, "config.json")
+    if not os.path.isfile(file):
+        raise ConfigError(f"{KEY}: {udir} has no config.json; allowed: {ALLOWED}")
+    try:
+        with open(file) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{KEY}: cannot read {file} as JSON ({' '.join(str(e).split())})") from None
+    cls = config.get("_class_name", "UNet2DModel") if isinstance(config, dict) else None
+    if cls != "UNet2DModel":
+        raise ConfigError(f"{KEY}: {file} describes {cls!r}; allowed: a UNet2DModel config")
+    return config
+
+
+def _check_safetensors(file: str) -> None:
+    """Parse the header and check it covers the file exactly (truncated or garbage files fail here)."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(file):
+        raise ConfigError(f"{KEY}: {file} does not exist; only safetensors weights are loaded ({ALLOWED})")
+    try:
+        with safe_open(file, framework="pt") as f:
+            f.keys()
+    except Exception as e:  # SafetensorError and OSError
+        raise ConfigError(
+            f"{KEY}: {file} is not a complete safetensors file ({' '.join(str(e).split())}); "
+            "allowed: weights written by save_pretrained(safe_serialization=True)"
+        ) from None
+
+
+def _fits(config: dict, udir: str, channels: int, resolution: int) -> None:
+    size = config.get("sample_size")
+    sizes = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    if sizes != (resolution, resolution):
+        raise ConfigError(
+            f"{KEY}: {udir} has sample_size {size} but data.resolution = {resolution}; allowed: "
+            f"data.resolution = {sizes[0]} for this checkpoint"
+        )
+    for k in ("in_channels", "out_channels"):
+        if config.get(k) != channels:
+            raise ConfigError(
+                f"{KEY}: {udir} has {k} = {config.get(k)} but data.channels = {channels}; allowed: "
+                f"data.channels = {config.get(k)} for this checkpoint"
+            )
+    emb = config.get("time_embedding_type", "positional")
+    if emb != "positional":
+        raise ConfigError(
+            f"{KEY}: {udir} has time_embedding_type {emb!r}; allowed: 'positional' (a noise-prediction UNet "
+            "taking the step as time input)"
+        )
+
+
+def check_checkpoint(path: str, channels: int, resolution: int, family: str | None = None) -> FamilyConfig | None:
+    """Refuse (one line) a checkpoint that will not load or does not fit the data; the pipeline's family.
+
+    Returns the FamilyConfig from the scheduler config for a pipeline directory, None for a bare UNet.
+    Loads the weights once (strictly), so a trial's load cannot fail on them later.
+    """
+    if not os.path.exists(path):
+        raise ConfigError(f"{KEY}: {path} does not exist; allowed: {ALLOWED}")
+    if not os.path.isdir(path):
+        raise ConfigError(f"{KEY}: {path} is not a directory; allowed: {ALLOWED}")
+    udir = unet_dir(path)
+    fam = pipeline_family(path, family) if is_pipeline(path) else None
+    config = _config(udir)
+    _check_safetensors(os.path.join(udir, WEIGHTS))
+    _fits(config, udir, channels, resolution)
+    load_unet(udir, key=KEY)
+    return fam
+
+
+__all__ = ["ALLOWED", "check_checkpoint"]
