@@ -18,8 +18,7 @@ from mia_ray.data import make_split, open_source
 from mia_ray.errors import ConfigError
 from mia_ray.families import make_family
 from mia_ray.models import build_unet
-from mia_ray.training import train_target
-from mia_ray.training.store import member_images
+from mia_ray.training import member_images, train_target
 from mia_ray.utility.features import FeatureConfig, get_or_train_features, load_features, train_features
 from mia_ray.utility.grid import save_grid
 from mia_ray.utility.quality import feature_distances, features_of, image_distances, sample_quality
