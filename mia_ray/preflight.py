@@ -164,9 +164,9 @@ def check_resources(r, cluster: ClusterView) -> None:
         bundle = {"CPU": getattr(r, f"{role}_cpus"), "GPU": getattr(r, f"{role}_gpus") or 0}
         if any(all(res.get(k, 0) >= v for k, v in bundle.items()) for _, res in machines):
             continue
-        # name the key(s) no machine can hold alone; when each fits somewhere but not together, both
-        short = [k for k, v in bundle.items() if not any(res.get(k, 0) >= v for _, res in machines)] or list(bundle)
-        asked = " with ".join(f"resources.{role}_{k.lower()}s = {bundle[k]:g}" for k in short)
+        # name the first key no machine can hold; when each fits somewhere but never together, both
+        short = [k for k, v in bundle.items() if not any(res.get(k, 0) >= v for _, res in machines)][:1]
+        asked = " with ".join(f"resources.{role}_{k.lower()}s = {bundle[k]:g}" for k in short or bundle)
         where, largest = max(machines, key=lambda m: (m[1].get("GPU", 0), m[1].get("CPU", 0)), default=("-", {}))
         raise ConfigError(
             f"{asked} can never be satisfied: the largest is {where} with {_fmt(largest)}{_source(cluster)}"
