@@ -229,5 +229,7 @@ def test_sweep_on_autoscaling_cluster_launches_gpu_workers_and_matches_in_proces
     removed = re.findall(r"Removing (\d+) nodes of type (\S+) \(idle\)", log)
     assert sorted(t for n, t in added for _ in range(int(n))) == types, added
     assert sum(int(n) for n, _ in removed) == len(types), removed
-    print(f"\nautoscaling run: sweep {sweep_s:.0f} s (CLI wall time); the autoscaler added {added}, removed {removed} "
+    print("\n" + "\n".join(line for line in run.stdout.splitlines() if line.startswith("  cluster:") or
+                            "resolved" in line))
+    print(f"autoscaling run: sweep {sweep_s:.0f} s (CLI wall time); the autoscaler added {added}, removed {removed} "
           f"{time.time() - t1:.0f} s after the sweep ended (idle_timeout_minutes={IDLE_MINUTES})")
