@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -166,6 +167,7 @@ def fake_cluster():
         yield c
     finally:
         c.stop()
+        shutil.rmtree(c.dir, ignore_errors=True)
 
 
 def gpu_nodes(nodes: list[dict], alive: bool | None = None) -> list[dict]:
@@ -217,19 +219,31 @@ def test_sweep_on_autoscaling_cluster_launches_gpu_workers_and_matches_in_proces
     assert len(there) == 2 * sweep_files.TINY["eval_size"] * len(steps)
     assert there[KEY].equals(here[KEY]) and np.array_equal(there.score.to_numpy(), here.score.to_numpy())
 
-    # idle workers are removed after idle_timeout_minutes
+    # idle workers are removed after idle_timeout_minutes: every node the autoscaler added goes again (under
+    # load it may add more nodes than the one that is used, while the first is still starting)
     t1, deadline = time.time(), time.time() + 300
-    while gpu_nodes(fake_cluster.nodes(), alive=True) and time.time() < deadline:
+    while not settled(fake_cluster) and time.time() < deadline:
         time.sleep(3)
-    nodes = fake_cluster.nodes()
-    assert not gpu_nodes(nodes, alive=True), "idle GPU workers were not removed"
-    types = sorted(node_type(n["resources"]) for n in launched)
-    log = fake_cluster.monitor_log()
-    added = re.findall(r"Adding (\d+) node\(s\) of type (\S+)\.", log)
-    removed = re.findall(r"Removing (\d+) nodes of type (\S+) \(idle\)", log)
-    assert sorted(t for n, t in added for _ in range(int(n))) == types, added
-    assert sum(int(n) for n, _ in removed) == len(types), removed
+    assert settled(fake_cluster), "idle GPU workers were not removed"
+    added, removed = scaling_events(fake_cluster.monitor_log())
+    assert "gpu_1x" in added, added  # the smallest type holding a 1-GPU task
+    assert {node_type(n["resources"]) for n in launched} <= set(added)
     print("\n" + "\n".join(line for line in run.stdout.splitlines() if line.startswith("  cluster:") or
                             "resolved" in line))
-    print(f"autoscaling run: sweep {sweep_s:.0f} s (CLI wall time); the autoscaler added {added}, removed {removed} "
-          f"{time.time() - t1:.0f} s after the sweep ended (idle_timeout_minutes={IDLE_MINUTES})")
+    print(f"autoscaling run: sweep {sweep_s:.0f} s (CLI wall time); the autoscaler added {added} and removed "
+          f"{removed}, the last {time.time() - t1:.0f} s after the sweep ended (idle_timeout_minutes={IDLE_MINUTES})")
+
+
+def scaling_events(log: str) -> tuple[dict, dict]:
+    """Nodes added and removed as idle, per node type, from the autoscaler's own log."""
+    added, removed = {}, {}
+    for n, t in re.findall(r"Adding (\d+) node\(s\) of type (\S+)\.", log):
+        added[t] = added.get(t, 0) + int(n)
+    for n, t in re.findall(r"Removing (\d+) nodes of type (\S+) \(idle\)", log):
+        removed[t] = removed.get(t, 0) + int(n)
+    return added, removed
+
+
+def settled(cluster) -> bool:
+    added, removed = scaling_events(cluster.monitor_log())
+    return added == removed and not gpu_nodes(cluster.nodes(), alive=True)
