@@ -164,7 +164,7 @@ class Resources:
     batch_size: int = 64  # samples per scorer call (Ray Data batch)
     num_cpus: int | None = None  # CPUs of a local Ray started by the sweep (null = all)
     # worker types an autoscaling cluster may launch, when the driver cannot learn them (preflight):
-    # {name: {CPU: 4, GPU: 1, <custom resource>: n, max_workers: 8}}; null = learned from the cluster
+    # {name: {CPU: 4, GPU: 1, <custom resource>: n, max_workers: 8 (default 1)}}; null = learned from the cluster
     node_types: dict | None = None
 
 

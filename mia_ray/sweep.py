@@ -131,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from . import sweep_config
-    from .preflight import check_data, check_output
+    from .preflight import check_data, check_output, node_types_from_setting
 
     overrides = list(args.overrides) + ([f"output={args.output}"] if args.output else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
+    node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)
     print(plan_text(cfg, trials), flush=True)
     if args.dry_run:

@@ -214,3 +214,14 @@ def test_version_mismatch_is_one_line():
     assert line is not None and "\n" not in line
     assert f"the cluster runs Ray 9.9.9 but this machine runs Ray {ray.__version__}" in line
     assert version_mismatch_line("some other RuntimeError", None) is None
+
+
+def test_bad_node_types_setting_refused_by_the_cli_before_ray(tmp_path, capsys):
+    import sweep_files
+
+    from mia_ray.sweep import main
+
+    sweep = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    assert main([sweep, "--dry-run", "resources.node_types={gpu: {GPU: -1}}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: resources.node_types.gpu.GPU = -1") and "\n" not in err
