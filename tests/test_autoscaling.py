@@ -4,8 +4,8 @@ The head is started as ``ray up cluster/aws.yaml`` starts it: ``resources: {CPU:
 ``~/ray_bootstrap_config.yaml`` and ``ray start --head --autoscaling-config=~/ray_bootstrap_config.yaml``.
 The worker node types are cluster/aws.yaml's (read from the file, so the two cannot drift apart), with
 their logical GPUs and max_workers but one CPU each, so that the launched "machines" (raylets on this
-machine) fit on 2 cores. A tiny sweep asking for one GPU to train and one to score is submitted through the
-CLI: nothing can run until the autoscaler launches a GPU worker.
+machine) fit on 2 cores. A tiny sweep with the GPU keys left ``null`` (auto: one GPU to train and one per
+scorer, resolved from the node types) goes through the CLI: nothing runs until the autoscaler adds a GPU worker.
 
 ``ray.cluster_utils.AutoscalingCluster`` is not used: on Ray 2.58 it reads a ``fake_multi_node/example.yaml``
 missing from the wheel, and its ``start()`` runs ``ray stop --force``, which ends every Ray process on the
@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 AWS = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
 FAKE_HEAD = "ray.head.default"  # the head node type name the fake provider tags its head with
 IDLE_MINUTES = 0.25
-RESOURCES = {"scorer_actors": 1, "scorer_cpus": 1, "scorer_gpus": 1, "train_cpus": 1, "train_gpus": 1,
-             "max_concurrent_trials": 1, "batch_size": 8}
+# scorer_gpus and train_gpus stay null (auto): preflight must make them 1 from the GPU node types
+RESOURCES = {"scorer_actors": 1, "scorer_cpus": 1, "train_cpus": 1, "max_concurrent_trials": 1, "batch_size": 8}
 KEY = ["attack", "step", "sample_id"]
 NODES = (
     "import json, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False); "
@@ -193,6 +193,8 @@ def test_sweep_on_autoscaling_cluster_launches_gpu_workers_and_matches_in_proces
         if name != AWS["head_node_type"]:
             assert name in cluster_line, cluster_line
     assert "ray_bootstrap_config.yaml on the head" in cluster_line
+    resolved = next(line for line in run.stdout.splitlines() if "resources (resolved)" in line)
+    assert "x 1 CPU / 1 GPU, training 1 CPU / 1 GPU" in resolved, resolved
 
     # the autoscaler launched a GPU worker for the trial (nothing GPU-bound can run on the CPU-0, GPU-0 head)
     added, _ = scaling_events(fake_cluster.monitor_log())
