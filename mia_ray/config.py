@@ -157,7 +157,7 @@ class DPParams:
 class Resources:
     scorer_actors: int = 1  # Ray Data actors per trial (all start at once)
     scorer_cpus: float = 1.0  # CPUs per scoring actor (its torch thread count)
-    scorer_gpus: float | None = None  # GPUs per scoring actor; null = 1 when the cluster has GPUs, else 0
+    scorer_gpus: float | None = None  # GPUs per scoring actor; null = 1 when the cluster has or may launch GPUs
     train_cpus: float = 1.0  # CPUs of a training task
     train_gpus: float | None = None  # GPUs of a training task; null = 1 when the cluster has GPUs, else 0
     max_concurrent_trials: int | None = None  # targets in flight at once; null = as many as keep all GPUs/CPUs busy
