@@ -131,14 +131,17 @@ def spec_from_json(text: str) -> TargetSpec:
 
 @dataclass
 class Resources:
-    scorer_actors: int = 1  # Ray Data actors per trial (the pool grows up to this many)
+    scorer_actors: int = 1  # Ray Data actors per trial (all start at once)
     scorer_cpus: float = 1.0  # CPUs per scoring actor (its torch thread count)
-    scorer_gpus: float | None = None  # GPUs per scoring actor; null = 1 when the cluster has GPUs, else 0
+    scorer_gpus: float | None = None  # GPUs per scoring actor; null = 1 when the cluster has or may launch GPUs
     train_cpus: float = 1.0  # CPUs of a training task
     train_gpus: float | None = None  # GPUs of a training task; null = 1 when the cluster has GPUs, else 0
     max_concurrent_trials: int | None = None  # targets in flight at once; null = as many as keep all GPUs/CPUs busy
     batch_size: int = 64  # samples per scorer call (Ray Data batch)
     num_cpus: int | None = None  # CPUs of a local Ray started by the sweep (null = all)
+    # worker types an autoscaling cluster may launch, when the driver cannot learn them (preflight):
+    # {name: {CPU: 4, GPU: 1, <custom resource>: n, max_workers: 8 (default 1)}}; null = learned from the cluster
+    node_types: dict | None = None
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from .data import open_source
 from .errors import ConfigError, DataError
@@ -31,64 +31,171 @@ def check_data(cfg) -> None:
     check_inputs(cfg, source)
 
 
+@dataclass(frozen=True)
+class NodeType:
+    """A kind of machine the autoscaler may launch: its Ray resources and how many of it at most."""
+
+    name: str
+    resources: dict
+    max_workers: int
+
+
 @dataclass
 class ClusterView:
-    """What preflight needs to know of a Ray cluster: total resources and the live nodes' records."""
+    """What preflight needs to know of a Ray cluster: what is up now and what the autoscaler may add.
+
+    ``node_types`` are the worker types the autoscaler may launch (empty: none, or not known);
+    ``node_types_from`` says where they were learned; ``connected`` is False for a local Ray started by the
+    sweep itself (which never grows); ``types_share_host`` is True when launched nodes run on the head's
+    machine (Ray's fake multi-node test provider), so they share its filesystem.
+    """
 
     total: dict
     nodes: list  # ray.nodes() entries that are alive ("Resources", "NodeManagerAddress", ...)
+    node_types: list = field(default_factory=list)
+    node_types_from: str = ""
+    connected: bool = False
+    types_share_host: bool = False
 
 
-def resolve_resources(cfg, cluster: ClusterView) -> None:
-    """Fill the ``null`` (auto) resources from the cluster so that every GPU (or CPU) is kept busy.
+def node_types_from_cluster_yaml(cfg: dict) -> list[NodeType]:
+    """The worker types of a cluster-launcher config (``available_node_types`` less the head type)."""
+    cap = int(cfg.get("max_workers", 2**31 - 1))
+    out = []
+    for name, t in (cfg.get("available_node_types") or {}).items():
+        if name == cfg.get("head_node_type"):
+            continue
+        n = min(int(t.get("max_workers", cap)), cap)
+        if n > 0:
+            out.append(NodeType(name, {k: float(v) for k, v in (t.get("resources") or {}).items()}, n))
+    return out
 
-    An autoscaling cluster that starts without GPU workers reports no GPUs: set the GPU keys explicitly
-    there (sweeps/full_paper.yaml does).
+
+def node_types_from_setting(setting: dict) -> list[NodeType]:
+    """``resources.node_types``: ``{name: {CPU: .., GPU: .., <custom>: .., max_workers: ..}}``."""
+    out = []
+    for name, t in setting.items():
+        key = f"resources.node_types.{name}"
+        if not isinstance(t, dict) or not t:
+            raise ConfigError(f"{key} = {t!r}; allowed: a mapping such as {{CPU: 4, GPU: 1, max_workers: 8}}")
+        for k, v in t.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"{key}.{k} = {v!r}; allowed: a number >= 0")
+        res = {k: float(v) for k, v in t.items() if k != "max_workers"}
+        out.append(NodeType(str(name), res, int(t.get("max_workers", 1))))
+    return out
+
+
+def with_setting(cluster: ClusterView, r) -> ClusterView:
+    """The view with ``resources.node_types`` (when set) as the node types: the user's word wins."""
+    if not r.node_types:
+        return cluster
+    return replace(cluster, node_types=node_types_from_setting(r.node_types), node_types_from="resources.node_types")
+
+
+def describe(cluster: ClusterView) -> str:
+    """One line: the nodes up and the node types that may be added, and where those were learned."""
+    up = f"{len(cluster.nodes)} node(s) up ({_fmt(cluster.total)})"
+    if cluster.node_types:
+        types = ", ".join(f"{t.name} x{t.max_workers} ({_fmt(t.resources)})" for t in cluster.node_types)
+        how = "assumed from" if cluster.node_types_from == "resources.node_types" else "from"
+        return f"  cluster: {up}; the autoscaler may add {types} [{how} {cluster.node_types_from}]"
+    if cluster.connected:
+        return f"  cluster: {up}; no autoscaling node types known (set resources.node_types if it autoscales)"
+    return f"  cluster: local Ray, {up}"
+
+
+def _fmt(res: dict) -> str:
+    keys = ["CPU", "GPU"] + sorted(k for k in res if k not in ("CPU", "GPU") and _custom(k))
+    return ", ".join(f"{k} {res.get(k, 0):g}" for k in keys)
+
+
+def _custom(key: str) -> bool:
+    """A user-level resource (not Ray's bookkeeping: memory, node:<ip>, accelerator_type:...)."""
+    return key not in ("memory", "object_store_memory") and ":" not in key
+
+
+def _machines(cluster: ClusterView) -> list[tuple[str, dict]]:
+    """Every machine shape the sweep may get: the live nodes and the launchable node types."""
+    live = [(f"node {n.get('NodeManagerAddress', '?')}", n["Resources"]) for n in cluster.nodes]
+    return live + [(f"node type {t.name}", t.resources) for t in cluster.node_types]
+
+
+def _capacity(cluster: ClusterView, key: str) -> float:
+    """``key`` summed over the live nodes and every node type at its max_workers (the most there can be)."""
+    return cluster.total.get(key, 0) + sum(t.resources.get(key, 0) * t.max_workers for t in cluster.node_types)
+
+
+def resolve_resources(r, cluster: ClusterView):
+    """A copy of ``r`` (config ``Resources``) with the ``null`` (auto) keys filled from the cluster.
+
+    GPUs: 1 when a GPU node is up or the autoscaler may launch one, 0 on a cluster that has and can get none;
+    refused when connected to a cluster whose node types are unknown and that has no GPU up (it may be an
+    autoscaling GPU cluster). ``max_concurrent_trials``: as many as keep every GPU (else CPU) busy when
+    the cluster is at its largest.
     """
-    total = cluster.total
-    gpus, cpus = total.get("GPU", 0), total.get("CPU", 1)
-    r = cfg.resources
-    if r.scorer_gpus is None:
-        r.scorer_gpus = 1.0 if gpus >= 1 else 0.0
-    if r.train_gpus is None:
-        r.train_gpus = 1.0 if gpus >= 1 else 0.0
-    if r.max_concurrent_trials is None:
-        if gpus >= 1 and (r.scorer_gpus or r.train_gpus):
-            per_trial = max(r.scorer_actors * r.scorer_gpus, r.train_gpus)
-            r.max_concurrent_trials = max(1, int(gpus // per_trial))
+    cluster = with_setting(cluster, r)
+    gpus, cpus = _capacity(cluster, "GPU"), _capacity(cluster, "CPU")
+    autos = [k for k in ("scorer_gpus", "train_gpus") if getattr(r, k) is None]
+    if autos and not gpus and cluster.connected and not cluster.node_types:
+        raise ConfigError(
+            f"resources.{autos[0]} = null (auto) cannot be resolved: the cluster has no GPU node up and its "
+            "node types are unknown; set resources.scorer_gpus and resources.train_gpus (e.g. 1, or 0 for "
+            "CPU only), or resources.node_types"
+        )
+    out = replace(r)
+    if out.scorer_gpus is None:
+        out.scorer_gpus = 1.0 if gpus >= 1 else 0.0
+    if out.train_gpus is None:
+        out.train_gpus = 1.0 if gpus >= 1 else 0.0
+    if out.max_concurrent_trials is None:
+        if gpus >= 1 and (out.scorer_gpus or out.train_gpus):
+            per_trial = max(out.scorer_actors * out.scorer_gpus, out.train_gpus)
+            out.max_concurrent_trials = max(1, int(gpus // per_trial))
         else:
-            r.max_concurrent_trials = max(1, int(cpus // max(r.train_cpus, r.scorer_actors * r.scorer_cpus)))
+            need = max(out.train_cpus, out.scorer_actors * out.scorer_cpus)
+            out.max_concurrent_trials = max(1, int(max(cpus, 1) // need))
+    return out
 
 
-def check_resources(cfg, cluster: ClusterView) -> None:
-    """Refuse resources that the cluster can never satisfy (they would hang, not fail)."""
-    total, nodes = cluster.total, cluster.nodes
-    cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
-    gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
-    r = cfg.resources
-    for key, need, have, what in (
-        ("resources.scorer_cpus", r.scorer_cpus, cpus, "CPUs"),
-        ("resources.train_cpus", r.train_cpus, cpus, "CPUs"),
-        ("resources.scorer_gpus", r.scorer_gpus, gpus, "GPUs"),
-        ("resources.train_gpus", r.train_gpus, gpus, "GPUs"),
-    ):
-        if need > have:
-            raise ConfigError(
-                f"{key} = {need} can never be satisfied: the largest node has {have:g} {what} "
-                f"(cluster total {total.get(what[:-1].upper() if what == 'CPUs' else 'GPU', 0):g})"
-            )
+def check_resources(r, cluster: ClusterView) -> None:
+    """Refuse per-task resources that no live node and no launchable node type can ever hold (they would hang)."""
+    cluster = with_setting(cluster, r)
+    machines = _machines(cluster)
+    for role in ("scorer", "train"):
+        bundle = {"CPU": getattr(r, f"{role}_cpus"), "GPU": getattr(r, f"{role}_gpus") or 0}
+        if any(all(res.get(k, 0) >= v for k, v in bundle.items()) for _, res in machines):
+            continue
+        # name the first key no machine can hold; when each fits somewhere but never together, both
+        short = [k for k, v in bundle.items() if not any(res.get(k, 0) >= v for _, res in machines)][:1]
+        asked = " with ".join(f"resources.{role}_{k.lower()}s = {bundle[k]:g}" for k in short or bundle)
+        where, largest = max(machines, key=lambda m: (m[1].get("GPU", 0), m[1].get("CPU", 0)), default=("-", {}))
+        raise ConfigError(
+            f"{asked} can never be satisfied: the largest is {where} with {_fmt(largest)}{_source(cluster)}"
+        )
+
+
+def _source(cluster: ClusterView) -> str:
+    if cluster.node_types:
+        return f" (node types from {cluster.node_types_from})"
+    if cluster.connected:
+        return " (no autoscaling node types known: set resources.node_types if the cluster autoscales)"
+    return ""
 
 
 def check_output(cfg, cluster: ClusterView) -> None:
-    """With several machines, results and the target store must be on shared storage."""
+    """When the cluster has, or may launch, more than one machine, results and the store must be shared."""
+    cluster = with_setting(cluster, cfg.resources)
     hosts = {n["NodeManagerAddress"] for n in cluster.nodes}
-    if len(hosts) < 2:
+    more = 0 if cluster.types_share_host else sum(t.max_workers for t in cluster.node_types)
+    if len(hosts) + more < 2:
         return
+    what = f"{len(hosts)} machine(s)" + (f" and may launch {more} more" if more else "")
     for key in ("output", "store"):
         path = getattr(cfg, key)
         if path and "://" not in path and not _on_network_fs(path):
             raise ConfigError(
-                f"{key} = {path!r} is node-local but the cluster has {len(hosts)} machines: results would be "
+                f"{key} = {path!r} is node-local but the cluster has {what}: results would be "
                 f"scattered; use shared storage ({key}=s3://bucket/prefix or an NFS/EFS mount)"
             )
 

@@ -18,18 +18,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", nargs="?", help="sweep YAML file, e.g. sweeps/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train_sizes=[64] train.steps=100")
     p.add_argument("--dry-run", action="store_true", help="print the plan only (no Ray, no data needed)")
-    p.add_argument("--list", action="store_true", help="list registered families, attacks and data sources")
+    p.add_argument("--list", action="store_true", help="list families, attacks, sources (+ SWEEP's plugins)")
+    p.add_argument("--plugins", default="", help="with --list: comma-separated plugin modules to import first")
     p.add_argument("--output", help="results root (overrides the YAML's output:), a path or s3://...")
     p.add_argument("--address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     return p
 
 
-def _list() -> None:
+def _list(args) -> None:
+    import importlib
+
+    from . import sweep_config
     from .attacks import ATTACKS
     from .data import SOURCES
+    from .errors import ConfigError
     from .families import FAMILIES
 
+    for m in [m for m in args.plugins.split(",") if m]:
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise ConfigError(f"--plugins: cannot import {m!r} ({e}); allowed: importable module names") from None
+    if args.sweep:
+        sweep_config.load(args.sweep, args.overrides)  # imports the sweep's plugins
     print("families:", ", ".join(FAMILIES.names()))
     print("data sources:", ", ".join(SOURCES.names()))
     for name in ATTACKS.names():
@@ -84,14 +96,14 @@ def resources_line(r) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags may come before, between or after overrides
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    if args.list:
-        _list()
-        return 0
-    if not args.sweep:
+    if not args.sweep and not args.list:
         _parser().print_usage(sys.stderr)
         print("error: give a sweep YAML file (or --list)", file=sys.stderr)
         return 2
     try:
+        if args.list:
+            _list(args)
+            return 0
         return _run(args)
     except MiaRayError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -100,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from . import sweep_config
-    from .preflight import check_data
+    from .preflight import check_data, node_types_from_setting
 
     overrides = list(args.overrides) + ([f"output={args.output}"] if args.output else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
+    node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)
     print(plan_text(cfg, trials), flush=True)
     if args.dry_run:
@@ -121,22 +134,23 @@ def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | Non
     from . import results, sweep_config
     from .distributed.session import cluster_view, ray_session
     from .distributed.tuning import SweepContext, run_tune
-    from .preflight import check_output, check_resources, resolve_resources
+    from .preflight import check_output, check_resources, describe, resolve_resources, with_setting
 
     if not sys.stderr.isatty():
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     with ray_session(address, cfg.resources.num_cpus):
-        cluster = cluster_view()
-        resolve_resources(cfg, cluster)
-        print(resources_line(cfg.resources).replace("resources:", "resources (resolved):"), flush=True)
-        check_resources(cfg, cluster)
+        cluster = cluster_view(connected=address is not None)
+        print(describe(with_setting(cluster, cfg.resources)), flush=True)
+        resources = resolve_resources(cfg.resources, cluster)
+        print(resources_line(resources).replace("resources:", "resources (resolved):"), flush=True)
+        check_resources(resources, cluster)
         check_output(cfg, cluster)
         results.write_text_atomic(root, "sweep.yaml", yaml_text)
         done = sum(results.trial_done(root, t.trial_id) for t in trials)
         if done:
             print(f"resuming: {done}/{len(trials)} trial(s) already complete in {root}", flush=True)
         ctx = SweepContext(
-            cfg.name, root, sweep_config.store_root(cfg), cfg.resources, cfg.bootstrap, list(cfg.plugins)
+            cfg.name, root, sweep_config.store_root(cfg), resources, cfg.bootstrap, list(cfg.plugins)
         )
         return run_tune(trials, ctx)
 

@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import math
 import os
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -66,6 +66,9 @@ def _merge(path: str, overrides: list[str] | None):
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         msg = str(e).splitlines()[0]
+        known = getattr(e, "object_type", None)
+        if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
+            msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
         raise ConfigError(f"{path}: key {key!r}: {msg}") from None
     except Exception as e:  # YAML syntax and the like
         raise ConfigError(f"{path}: cannot read the sweep: {str(e).splitlines()[0]}") from None

@@ -25,8 +25,8 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster" / "aws.yaml"
-# The Ray release the project is tested with; the cluster must run the same one as the local client.
-TESTED_RAY = "2.58.0"
+# The Ray release `make test` installs (Makefile: RAY ?= ray[...]==X); the cluster must run the same.
+TESTED_RAY = re.search(r"^RAY \?= ray\[[^\]]*\]==(\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
 
 
 @pytest.fixture(autouse=True)
@@ -192,15 +192,13 @@ def test_autoscaling_gpu_worker_types(config):
     assert config["idle_timeout_minutes"] > 0
 
 
-def test_ray_pinned_to_tested_version(config):
+def test_ray_pinned_to_the_makefiles_tested_version(config):
+    """The cluster runs the Ray release `make test` installs. The local Ray may be any release pyproject
+    allows: a sweep connecting to a cluster with another Ray is refused in one line (test_preflight)."""
     pins = set()
     for cmd in all_commands(config):
         pins.update(re.findall(r"ray(?:\[[^\]]*\])?==([0-9][0-9.]*)", cmd))
-    assert pins == {TESTED_RAY}, f"setup_commands must pin ray=={TESTED_RAY}, found {pins or 'none'}"
-    assert ray.__version__ == TESTED_RAY, (
-        f"local Ray {ray.__version__} != cluster pin {TESTED_RAY}: `ray up`/`ray job submit` need the "
-        "same Ray locally and on the cluster; update the pin in cluster/aws.yaml and TESTED_RAY together"
-    )
+    assert pins == {TESTED_RAY}, f"setup_commands must pin ray=={TESTED_RAY} (Makefile's RAY), found {pins or 'none'}"
 
 
 def test_installs_project_and_cuda_torch(config):
