@@ -20,6 +20,7 @@ from .config import DPConfig, FamilyConfig, SweepConfig, TargetSpec
 from .data import SOURCES
 from .errors import ConfigError
 from .families import FAMILIES
+from .training.dp import validate_dp
 
 SOURCES_WITH_PATH = {"folder", "hdf5", "npz", "parquet"}
 
@@ -93,6 +94,7 @@ def validate(cfg: SweepConfig) -> None:
         raise ConfigError(f"dp.delta = {cfg.dp.delta}; allowed: 0 < delta < 1")
     if cfg.dp.max_grad_norm <= 0:
         raise ConfigError(f"dp.max_grad_norm = {cfg.dp.max_grad_norm}; allowed: > 0")
+    validate_dp(cfg.dp)  # dp.accountant, dp.secure_mode
     for n in cfg.train_sizes:
         if n < 1:
             raise ConfigError(f"train_sizes has {n}; allowed: integers >= 1")
