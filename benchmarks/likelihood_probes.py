@@ -6,11 +6,12 @@ On quickstart-like targets (sweeps/quickstart.yaml: [16, 16] UNet, 300 steps, 64
 vpsde), 16 members + 16 non-members:
 
 1. one ODE solve carries ``--probes`` independent Rademacher probes, each with its own divergence integral
-   (the x trajectory does not depend on the probes), so the per-sample bits/dim of every single probe are
-   known: their std over probes is the estimator's noise at 1 probe (at P probes it is that / sqrt(P));
+   on the shared trajectory (``bits_per_dim_probes``), so the per-sample bits/dim of every single probe
+   are known: their std over probes is the estimator's noise at 1 probe (at P probes it is that / sqrt(P));
 2. AUC for P = 1, 2, 4, 8 probes over disjoint groups of the recorded probes: its spread is what the
    probe seed does to the attack's result;
-3. the wall time of the attack's own solve (``bits_per_dim``) at P = 1, 2, 4, 8 on the same 32 samples.
+3. the wall time of the attack's own solve (``bits_per_dim``) at P = 1, 2, 4, 8 on the same 32 samples,
+   interleaved repeats, and the drift rows evaluated per sample (NFE, padding of small batches included).
 
 Prints ONE JSON object.
 """
@@ -26,10 +27,8 @@ import time
 import numpy as np
 import torch
 
-from mia_ray import noise as keyed
 from mia_ray.attacks import DiffusionAdapter
-from mia_ray.attacks.likelihood import BITS_OFFSET, LikelihoodParams, bits_per_dim
-from mia_ray.attacks.ode import solve
+from mia_ray.attacks.likelihood import LikelihoodParams, bits_per_dim, bits_per_dim_probes
 from mia_ray.config import DataConfig, FamilyConfig, ModelConfig, TargetSpec, TrainConfig
 from mia_ray.data import make_split, open_source
 from mia_ray.families import make_family
@@ -46,29 +45,6 @@ def quickstart_spec(family: str) -> TargetSpec:
         train_size=64,
         seed=0,
     )
-
-
-def per_probe_bpd(adapter, x0, ids, n_probes, rtol=1e-3, atol=1e-3, seed=0):
-    """[B, n_probes] bits/dim of each single probe, all on one shared trajectory."""
-    b, d = x0.shape[0], x0[0].numel()
-    keys = keyed.combine(seed, ids.to(torch.int64)[:, None], torch.arange(n_probes)[None, :])
-    probes = keyed.rademacher(keys, tuple(x0.shape[1:]), dtype=x0.dtype)
-
-    def rhs(t, state, rows):
-        x = state[:, :d].reshape((len(rows),) + tuple(x0.shape[1:])).detach().requires_grad_(True)
-        with torch.enable_grad():
-            drift = adapter.ode_drift(x, t)
-            div = []
-            for p in range(n_probes):  # one VJP per probe on the shared forward (measured fastest)
-                v = probes[rows, p]
-                (vjp,) = torch.autograd.grad(drift, x, v, retain_graph=p < n_probes - 1)
-                div.append((vjp * v).flatten(1).sum(1))
-        return torch.cat([drift.detach().flatten(1), torch.stack(div, 1)], 1)
-
-    state0 = torch.cat([x0.flatten(1), torch.zeros(b, n_probes)], 1)
-    end, nfe = solve(rhs, state0, *adapter.t_range, rtol, atol)
-    logp = adapter.prior_logp(end[:, :d].reshape(x0.shape))[:, None] + end[:, d:]
-    return (-logp / (d * math.log(2)) + BITS_OFFSET).double().numpy(), nfe.double().mean().item()
 
 
 class CountingAdapter:
@@ -106,14 +82,17 @@ def main():
         ids, member = make_split(len(src), 64, 64, 0, src.describe()).eval_ids()
         sel = np.concatenate([np.flatnonzero(member)[:16], np.flatnonzero(~member)[:16]])
         x, sid, lab = torch.from_numpy(src.load(ids[sel])), torch.from_numpy(ids[sel]), member[sel]
+        counted = CountingAdapter(adapter)
         t0 = time.perf_counter()
-        bpd, nfe = per_probe_bpd(adapter, x, sid, 2 if args.skip_record else args.probes)
+        params = LikelihoodParams(probes=2 if args.skip_record else args.probes)
+        bpd = bits_per_dim_probes(counted, x, sid, params).double().numpy()
         rec_s = time.perf_counter() - t0
+        nfe = counted.rows / len(sel)
         mean_bpd = bpd.mean(1)
         r = {
             "train_seconds": target.meta["train_seconds"],
             "record_seconds": round(rec_s, 1),
-            "nfe_per_sample": nfe,
+            "nfe_per_sample": nfe,  # drift rows / sample
             "probe_std_1_bpd_median": float(np.median(bpd.std(1, ddof=1))),
             "probe_std_1_bpd_max": float(bpd.std(1, ddof=1).max()),
             "member_minus_nonmember_gap_bpd": float(mean_bpd[~lab].mean() - mean_bpd[lab].mean()),
@@ -132,7 +111,6 @@ def main():
                 "min": float(np.min(aucs)), "max": float(np.max(aucs)),
                 "probe_std_bpd_median": float(np.median(bpd.std(1, ddof=1)) / math.sqrt(p)),
             }
-        counted = CountingAdapter(adapter)
         times = {p: [] for p in (1, 2, 4, 8)}
         for _ in range(args.timing_repeats):  # interleaved, so that load changes hit every P alike
             for p in times:

@@ -36,11 +36,13 @@ BITS_OFFSET = 7.0  # data in [-1, 1] is 8-bit data scaled by 1/127.5: + log2(128
 class LikelihoodParams:
     rtol: float = 1e-3  # default chosen by measured accuracy: see benchmarks/attacks.py and the README
     atol: float = 1e-3
-    # Rademacher probes per sample (averaged), chosen by measurement (benchmarks/likelihood_probes.py, README):
-    # on the quickstart models one probe leaves 0.17-0.19 bits/dim of noise per sample (member/non-member
-    # gap ~0.6) and the AUC of 16 + 16 samples moves by +-0.036 with the probe seed (0.86-0.99); 4 probes
-    # halve the noise and cut that to +-0.007-0.016 for ~2x the solve's time (the forward pass is shared,
-    # each extra probe costs one backward pass).
+    # Rademacher probes per sample (averaged), chosen by measurement (benchmarks/likelihood_probes.py, JSON in
+    # docs/bench_likelihood_probes.json): on the quickstart ddpm / vpsde models one probe leaves a per-sample
+    # noise of 0.17 / 0.19 bits/dim (member/non-member gap 0.60 / 0.57), and the AUC of 16 + 16 samples
+    # moves with the probe seed by +-0.036 / 0.037 (0.86-0.99) and is biased low (mean 0.925 vs 0.96 with 16
+    # probes). 4 probes halve the noise (0.087 / 0.094), cut the AUC spread to +-0.007 / 0.016 and remove
+    # the bias (0.959 / 0.959), for 2.4x / 2.5x the solve's time (the forward pass is shared; each probe
+    # adds a backward pass). 8 probes cost 4.2x / 3.5x for little more.
     probes: int = 4
     seed: int = 0
 
