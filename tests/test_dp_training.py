@@ -158,3 +158,15 @@ def test_heldout_images_are_non_members_of_the_target():
     flat_m = {m.tobytes() for m in members}
     assert not any(h.tobytes() in flat_m for h in held)
     np.testing.assert_array_equal(held, heldout_images(spec))  # deterministic
+
+
+def test_a_failing_accountant_is_recorded_as_nan_not_lost(monkeypatch, caplog):
+    from opacus.accountants.prv import PRVAccountant
+
+    def boom(self, delta, **kw):
+        raise ValueError("domain too small")
+
+    monkeypatch.setattr(PRVAccountant, "get_epsilon", boom)
+    got = dpmod.epsilons(9.1796875, 1.0, 300, 1e-5)
+    assert math.isnan(got["prv"]) and got["rdp"] == pytest.approx(9.991, abs=0.01)
+    assert "prv accountant failed" in caplog.text

@@ -12,12 +12,15 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import math
 
 import torch
 
 from ..errors import ConfigError
 
 ACCOUNTANTS = ("rdp", "prv")
+log = logging.getLogger("mia_ray")
 
 
 def validate_dp(dp, key: str = "dp") -> None:
@@ -38,7 +41,9 @@ def noise_generator(device: torch.device | str, seed: int) -> torch.Generator:
 
 
 def epsilons(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> dict[str, float]:
-    """ε at ``delta`` of ``steps`` Poisson-subsampled Gaussian steps, under each accountant."""
+    """ε at ``delta`` of ``steps`` Poisson-subsampled Gaussian steps, under each accountant (NaN, logged,
+    where one fails: a secondary statistic must not lose a trained target). Measured cost of PRV at
+    full_paper.yaml's settings (500k steps): 1-40 s; RDP: milliseconds."""
     from opacus.accountants import create_accountant
 
     out = {}
@@ -48,7 +53,11 @@ def epsilons(noise_multiplier: float, sample_rate: float, steps: int, delta: flo
             continue
         acc = create_accountant(mechanism=name)
         acc.history = [(noise_multiplier, sample_rate, steps)]
-        out[name] = float(acc.get_epsilon(delta=delta))
+        try:
+            out[name] = float(acc.get_epsilon(delta=delta))
+        except Exception as e:  # noqa: BLE001 - any numerical failure of one accountant
+            log.warning("epsilon under the %s accountant failed (%s); recorded as NaN", name, e)
+            out[name] = math.nan
     return out
 
 
