@@ -60,6 +60,13 @@ class DPConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     poisson: bool = True
+    accountant: str = "rdp"  # calibrates the noise: rdp | prv (both are recorded)
+    secure_mode: bool = False  # Opacus' cryptographically secure RNG: what a real DP claim needs
+
+
+# Fields added after targets were stored: hashed only when they differ from these values, so the ids of
+# existing targets do not change (a changed id orphans a user's stored targets).
+_HASHED_UNLESS_DEFAULT = {"dp": {"accountant": "rdp", "secure_mode": False}}
 
 
 @dataclass
@@ -80,7 +87,10 @@ class TargetSpec:
     @property
     def target_id(self) -> str:
         """sha256 of the canonical JSON of the spec, first 16 hex digits."""
-        blob = json.dumps(jsonable(self.to_dict()), sort_keys=True, separators=(",", ":"))
+        d = self.to_dict()
+        for section, defaults in _HASHED_UNLESS_DEFAULT.items():
+            d[section] = {k: v for k, v in d[section].items() if k not in defaults or v != defaults[k]}
+        blob = json.dumps(jsonable(d), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @classmethod

@@ -22,6 +22,7 @@ from .config import AttackSpec, DataConfig, SweepConfig, TargetSpec, Trial
 from .data import SOURCES
 from .errors import ConfigError
 from .families import FAMILIES
+from .training.dp import validate_dp
 
 GRID_AXES = ("families", "train_sizes", "epsilons", "seeds")
 # Keys of the typed configs that a grid axis fills per target: setting them in a sweep is an error.
@@ -152,6 +153,7 @@ def _check_dp(dp) -> None:
         raise ConfigError(f"dp.delta = {dp.delta}; allowed: 0 < delta < 1")
     if dp.max_grad_norm <= 0:
         raise ConfigError(f"dp.max_grad_norm = {dp.max_grad_norm}; allowed: > 0")
+    validate_dp(dp)  # dp.accountant, dp.secure_mode
 
 
 def _check_family(fam) -> None:

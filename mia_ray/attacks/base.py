@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -73,6 +73,7 @@ class AttackOutput:
     steps: list[int | None]  # None for step-free attacks
     score: np.ndarray  # higher = more likely a member
     statistic: np.ndarray  # the raw statistic (loss, bits/dim)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-sample columns, same shape
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,23 @@ log p_0(x) = log p_prior(x(t1)) + int_{t0}^{t1} div f~(x(t), t) dt for dx/dt = f
 with the divergence estimated by Hutchinson's trick (Rademacher probes, fixed per sample for the whole
 solve, keyed by sample id). All samples of a batch share each network call, but every sample has its
 own adaptive step size and error test (``ode.solve``), so its bits/dim do not depend on its batch.
+
+Each probe's divergence is integrated separately (one state column per probe) on the shared trajectory,
+so every sample also gets the standard error of its mean over probes: the estimator's own noise.
+
+On CPU the solve runs on one torch thread (restored afterwards): GroupNorm's CPU backward changes its
+last bits with the thread count and the adaptive solver amplifies them (measured up to 0.008 bits/dim
+between 1 and 2 threads on the quickstart models). Pinned, a score is bitwise the same in the
+in-process loop and in a Ray actor of any size; on 2 cores one thread was no slower at quickstart size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .. import noise as keyed
@@ -26,7 +36,14 @@ BITS_OFFSET = 7.0  # data in [-1, 1] is 8-bit data scaled by 1/127.5: + log2(128
 class LikelihoodParams:
     rtol: float = 1e-3  # default chosen by measured accuracy: see benchmarks/attacks.py and the README
     atol: float = 1e-3
-    probes: int = 1  # Rademacher probes per sample (averaged)
+    # Rademacher probes per sample (averaged), chosen by measurement (benchmarks/likelihood_probes.py, JSON in
+    # docs/bench_likelihood_probes.json): on the quickstart ddpm / vpsde models one probe leaves a per-sample
+    # noise of 0.17 / 0.19 bits/dim (member/non-member gap 0.60 / 0.57), and the AUC of 16 + 16 samples
+    # moves with the probe seed by +-0.036 / 0.037 (0.86-0.99) and is biased low (mean 0.925 vs 0.96 with 16
+    # probes). 4 probes halve the noise (0.087 / 0.094), cut the AUC spread to +-0.007 / 0.016 and remove
+    # the bias (0.959 / 0.959), for 2.4x / 2.5x the solve's time (the forward pass is shared; each probe
+    # adds a backward pass). 8 probes cost 4.2x / 3.5x for little more.
+    probes: int = 4
     seed: int = 0
 
 
@@ -41,15 +58,43 @@ class LikelihoodAttack(Attack):
             raise ConfigError(f"{key}.probes = {params.probes}; allowed: an integer >= 1")
 
     def run(self, adapter, images, sample_ids, params):
-        bpd = bits_per_dim(adapter, images.to(adapter.device), sample_ids.to(adapter.device), params)
-        bpd = bpd.double().cpu().numpy()[None, :]
-        return AttackOutput([None], -bpd, bpd)
+        per_probe = bits_per_dim_probes(adapter, images.to(adapter.device), sample_ids.to(adapter.device), params)
+        bpd, se = mean_and_probe_se(per_probe.double().cpu().numpy())
+        return AttackOutput([None], -bpd[None, :], bpd[None, :], extra={"probe_se": se[None, :]})
+
+
+def mean_and_probe_se(per_probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over probes [B] and its standard error due to the probes [B] (NaN with one probe)."""
+    p = per_probe.shape[1]
+    se = per_probe.std(1, ddof=1) / math.sqrt(p) if p > 1 else np.full(len(per_probe), np.nan)
+    return per_probe.mean(1), se
 
 
 def bits_per_dim(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: LikelihoodParams):
-    """Per-sample negative log-likelihood in bits/dim (8-bit scale) by the probability-flow ODE."""
-    b, d = x0.shape[0], x0[0].numel()
-    probe_ids = torch.arange(params.probes)[None, :]
+    """Per-sample negative log-likelihood in bits/dim (8-bit scale) by the probability-flow ODE [B]."""
+    return bits_per_dim_probes(adapter, x0, sample_ids, params).mean(1)
+
+
+def bits_per_dim_probes(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: LikelihoodParams):
+    """Bits/dim of each probe's divergence estimate on the shared trajectory [B, probes]."""
+    with _one_thread_on_cpu(x0.device):
+        return _solve_bits_per_dim(adapter, x0, sample_ids, params)
+
+
+@contextlib.contextmanager
+def _one_thread_on_cpu(device: torch.device):
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _solve_bits_per_dim(adapter, x0, sample_ids, params):
+    b, d, n_probes = x0.shape[0], x0[0].numel(), params.probes
+    probe_ids = torch.arange(n_probes)[None, :]
     keys = keyed.combine(params.seed, sample_ids.to(torch.int64).cpu()[:, None], probe_ids)
     probes = keyed.rademacher(keys.to(x0.device), tuple(x0.shape[1:]), dtype=x0.dtype)  # [B, P, ...]
 
@@ -57,12 +102,15 @@ def bits_per_dim(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: Li
         x = state[:, :d].reshape((len(rows),) + tuple(x0.shape[1:])).detach().requires_grad_(True)
         with torch.enable_grad():
             drift = adapter.ode_drift(x, t)
-            div = torch.zeros(len(rows), dtype=state.dtype, device=state.device)
-            for p in range(params.probes):
+            div = []
+            # one VJP per probe on the shared forward pass: measured fastest on CPU (a 16x16 UNet, 32 rows:
+            # +8 ms per probe on a 20 ms forward+backward; a vmapped batched VJP was 1.5-2.5x and
+            # forward-mode jvp 7x slower)
+            for p in range(n_probes):
                 v = probes[rows, p]
-                (vjp,) = torch.autograd.grad(drift, x, v, retain_graph=p < params.probes - 1)
-                div = div + (vjp * v).flatten(1).sum(1)
-        return torch.cat([drift.detach().flatten(1), (div / params.probes)[:, None]], 1)
+                (vjp,) = torch.autograd.grad(drift, x, v, retain_graph=p < n_probes - 1)
+                div.append((vjp * v).flatten(1).sum(1))
+        return torch.cat([drift.detach().flatten(1), torch.stack(div, 1).to(state.dtype)], 1)
 
     def padded_rhs(t, state, rows):  # fewer than _MIN_ROWS rows: pad by repeating the last (see loss.py)
         n = len(rows)
@@ -71,8 +119,8 @@ def bits_per_dim(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: Li
         pad = torch.arange(_MIN_ROWS, device=state.device).clamp(max=n - 1)
         return rhs(t[pad], state[pad], rows[pad])[:n]
 
-    state0 = torch.cat([x0.flatten(1), torch.zeros(b, 1, dtype=x0.dtype, device=x0.device)], 1)
+    state0 = torch.cat([x0.flatten(1), torch.zeros(b, n_probes, dtype=x0.dtype, device=x0.device)], 1)
     t0, t1 = adapter.t_range
     end, _ = solve(padded_rhs, state0, t0, t1, params.rtol, params.atol)
-    logp = adapter.prior_logp(end[:, :d].reshape(x0.shape)) + end[:, d]
+    logp = adapter.prior_logp(end[:, :d].reshape(x0.shape))[:, None] + end[:, d:]
     return -logp / (d * math.log(2)) + BITS_OFFSET

@@ -18,14 +18,19 @@ def get_or_train(
     if found is not None:
         return found
     images = images_fn() if images_fn is not None else member_images(spec)
-    res = train_target(spec, images, device=device, progress=progress)
+    heldout = heldout_images(spec) if images_fn is None else None
+    res = train_target(spec, images, device=device, progress=progress, heldout=heldout)
     stats = {
         "epsilon_spent": res.epsilon_spent,
         "noise_multiplier": res.noise_multiplier,
-        "final_loss": res.final_loss,
+        "final_loss": res.final_loss,  # NaN for DP targets: an un-noised statistic of the members
         "train_steps": res.train_steps,
         "train_seconds": res.train_seconds,
         "params": res.params,
+        "heldout_loss": res.heldout_loss,
+        "accountant": res.accountant,
+        "epsilon_rdp": res.epsilon_rdp,
+        "epsilon_prv": res.epsilon_prv,
     }
     store.put(spec, res.unet, stats)
     target = store.get(spec)
@@ -39,3 +44,17 @@ def member_images(spec: TargetSpec) -> np.ndarray:
     # members are the first train_size of the permutation whatever eval_size is
     split = make_split(len(source), spec.train_size, 1, spec.seed, source.describe())
     return source.load(split.members)
+
+
+HELDOUT_MAX = 1024
+
+
+def heldout_images(spec: TargetSpec) -> np.ndarray:
+    """Non-members for ``heldout_loss``: the ids after the members in the split's permutation (the same
+    sequence the evaluation non-members are drawn from), up to min(train_size, HELDOUT_MAX)."""
+    source = open_source(spec.data)
+    n = min(spec.train_size, HELDOUT_MAX, len(source) - spec.train_size)
+    if n < 1:
+        return np.zeros((0, spec.data.channels, spec.data.resolution, spec.data.resolution), np.float32)
+    split = make_split(len(source), max(spec.train_size, n), n, spec.seed, source.describe())
+    return source.load(split.nonmembers)

@@ -33,7 +33,8 @@ class Target:
     target_id: str
     spec: TargetSpec
     checkpoint: str  # a local diffusers UNet2DModel directory
-    meta: dict  # epsilon_spent, noise_multiplier, final_loss, train_steps, train_seconds, params
+    meta: dict  # epsilon_spent, noise_multiplier, final_loss, train_steps, train_seconds, params (and, for
+    # targets trained since they were added: heldout_loss, accountant, epsilon_rdp, epsilon_prv)
     trained_now: bool = False
 
     def load(self, device="cpu"):

@@ -1,4 +1,9 @@
-"""Train a target: Adam with warm-up, grad-clip and EMA; DP-SGD through Opacus when epsilon < inf."""
+"""Train a target: Adam with warm-up, grad-clip and EMA; DP-SGD through Opacus when epsilon < inf.
+
+For DP targets ``final_loss`` (a statistic of the members computed outside DP-SGD, so never noised) is
+NaN: publishing it would leak about the members beyond the DP guarantee. ``heldout_loss`` (the trained
+model's loss on held-out non-members, given to ``train_target``) is published for every target instead.
+"""
 
 from __future__ import annotations
 
@@ -16,21 +21,34 @@ from ..config import TargetSpec
 from ..families import make_family
 from ..models import NoiseNet, build_unet, count_params, pick_device
 from ..progress import Progress
+from .dp import epsilons, noise_generator, sample_rate_steps, validate_dp
+
+HELDOUT_DRAWS = 4  # (step, noise) draws per held-out image
 
 
 @dataclass
 class TrainResult:
     unet: UNet2DModel  # plain UNet2DModel (EMA weights when EMA is on), on CPU, eval mode
-    final_loss: float  # mean training loss over the last 10% of steps
+    final_loss: float  # mean training loss over the last 10% of steps; NaN for DP targets (see above)
     train_steps: int
     train_seconds: float
-    epsilon_spent: float = math.inf
+    epsilon_spent: float = math.inf  # under the accountant that calibrated the noise
     noise_multiplier: float = 0.0
     params: int = 0
+    heldout_loss: float = math.nan  # final model's loss on held-out non-members (NaN when none given)
+    accountant: str = ""  # "rdp" | "prv" for DP targets
+    epsilon_rdp: float = math.inf  # the run's epsilon under each accountant (inf without DP)
+    epsilon_prv: float = math.inf
 
 
-def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bool = True) -> TrainResult:
-    """Train ``spec``'s model on ``images`` (the members, float32 NCHW in [-1, 1]); seeded."""
+def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bool = True,
+                 heldout: np.ndarray | None = None) -> TrainResult:
+    """Train ``spec``'s model on ``images`` (the members, float32 NCHW in [-1, 1]); seeded.
+
+    ``heldout``: non-member images (same layout) for ``heldout_loss``."""
+    dp = math.isfinite(spec.dp.epsilon)
+    if dp:
+        validate_dp(spec.dp)
     device = torch.device(device) if device is not None else pick_device()
     torch.manual_seed(spec.seed)
     gen = torch.Generator().manual_seed(spec.seed)
@@ -41,9 +59,8 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     warm = max(spec.train.warmup, 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     ema = copy.deepcopy(unet).eval().requires_grad_(False) if spec.train.ema_decay > 0 else None
-    dp = math.isfinite(spec.dp.epsilon)
     if dp:
-        model, opt, batches, engine = _make_private(unet, opt, data, spec, gen)
+        model, opt, batches, engine = _make_private(unet, opt, data, spec, gen, device)
     else:
         model, engine = unet, None
         batches = _shuffled_batches(len(data), spec.train.batch_size, gen)
@@ -77,11 +94,36 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     trained = ema if ema is not None else unet
     plain = build_unet(spec.model, images.shape[-1], images.shape[1])
     plain.load_state_dict({k: v.detach().cpu() for k, v in trained.state_dict().items()})
-    result = TrainResult(plain.eval(), float(np.mean(tail)), len(losses), seconds, params=count_params(plain))
+    final_loss = math.nan if dp else float(np.mean(tail))
+    result = TrainResult(plain.eval(), final_loss, len(losses), seconds, params=count_params(plain))
+    if heldout is not None and len(heldout):
+        result.heldout_loss = heldout_loss(plain, spec, heldout, device)
     if engine is not None:
+        result.accountant = spec.dp.accountant
         result.epsilon_spent = float(engine.get_epsilon(spec.dp.delta))
         result.noise_multiplier = float(opt.noise_multiplier)
+        eps = epsilons(*sample_rate_steps(engine.accountant.history), spec.dp.delta)
+        result.epsilon_rdp, result.epsilon_prv = eps["rdp"], eps["prv"]
     return result
+
+
+def heldout_loss(unet, spec: TargetSpec, images: np.ndarray, device=None) -> float:
+    """Mean training loss of ``unet`` on ``images`` over HELDOUT_DRAWS seeded (step, noise) draws each."""
+    device = torch.device(device) if device is not None else next(unet.parameters()).device
+    family = make_family(spec.family)
+    gen = torch.Generator().manual_seed(spec.seed + 2)
+    net = NoiseNet(copy.deepcopy(unet).to(device).eval())  # the caller's module stays where it is
+    data = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for _ in range(HELDOUT_DRAWS):
+            for i in range(0, len(data), 256):
+                x0 = data[i : i + 256]
+                steps = family.sample_train(len(x0), gen)
+                noise = torch.randn(x0.shape, generator=gen)
+                total += family.loss(net, x0.to(device), steps.to(device), noise.to(device)).double().sum().item()
+                count += len(x0)
+    return total / count
 
 
 def _shuffled_batches(n: int, batch_size: int, gen: torch.Generator):
@@ -99,8 +141,9 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.lerp_(p.detach(), 1 - decay)
 
 
-def _make_private(unet, opt, data, spec: TargetSpec, gen):
-    """Opacus DP-SGD: noise calibrated to (epsilon, delta) over the planned steps, Poisson sampling."""
+def _make_private(unet, opt, data, spec: TargetSpec, gen, device):
+    """Opacus DP-SGD: noise calibrated to (epsilon, delta) over the planned steps by ``dp.accountant``,
+    Poisson sampling; the seeded noise generator on the training device (Opacus' CSPRNG in secure mode)."""
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -108,7 +151,7 @@ def _make_private(unet, opt, data, spec: TargetSpec, gen):
     bs = min(spec.train.batch_size, len(data))
     loader = DataLoader(index, batch_size=bs, shuffle=True, generator=gen)
     epochs = max(1, math.ceil(spec.train.steps / len(loader)))
-    engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+    engine = PrivacyEngine(accountant=spec.dp.accountant, secure_mode=spec.dp.secure_mode)
     model, dp_opt, dp_loader = engine.make_private_with_epsilon(
         module=unet,
         optimizer=opt,
@@ -118,7 +161,7 @@ def _make_private(unet, opt, data, spec: TargetSpec, gen):
         epochs=epochs,
         max_grad_norm=spec.dp.max_grad_norm,
         poisson_sampling=spec.dp.poisson,
-        noise_generator=torch.Generator().manual_seed(spec.seed + 1),
+        noise_generator=None if spec.dp.secure_mode else noise_generator(device, spec.seed + 1),
     )
 
     def batches():

@@ -1,0 +1,172 @@
+"""DP-SGD: the noise generator lives on the training device, secure mode and the accountant are options
+checked at the door, every run records epsilon under RDP and PRV (recomputed here independently with
+Opacus' RDP analysis and Google's dp_accounting), DP targets publish no un-noised member statistic, and
+target ids of existing specs do not change."""
+
+import hashlib
+import json
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_spec
+
+from mia_ray.config import DPConfig, DPParams, SweepConfig, TargetSpec, _jsonable
+from mia_ray.errors import ConfigError
+from mia_ray.training import dp as dpmod
+from mia_ray.training.store import heldout_images, member_images
+from mia_ray.training.train import train_target
+
+
+def dp_spec(epsilon=10.0, steps=3, **dp):
+    spec = tiny_spec("ddpm", steps=steps)
+    spec.dp = DPConfig(epsilon=epsilon, **dp)
+    return spec
+
+
+# --- the noise generator (issue 13 item 4) -----------------------------------------------------------
+
+
+def test_noise_generator_is_on_the_requested_device_and_seeded():
+    g = dpmod.noise_generator(torch.device("cpu"), 7)
+    assert g.device == torch.device("cpu")
+    a = torch.randn(5, generator=g)
+    assert torch.equal(a, torch.randn(5, generator=dpmod.noise_generator("cpu", 7)))
+    if torch.cuda.is_available():  # where a GPU is lent
+        assert dpmod.noise_generator("cuda", 7).device.type == "cuda"
+
+
+def test_dp_training_hands_opacus_a_generator_on_the_models_device(monkeypatch, digits64):
+    from opacus import PrivacyEngine
+
+    seen = {}
+    original = PrivacyEngine.make_private_with_epsilon
+
+    def spy(self, **kw):
+        seen["generator"] = kw["noise_generator"].device
+        seen["params"] = next(kw["module"].parameters()).device
+        return original(self, **kw)
+
+    monkeypatch.setattr(PrivacyEngine, "make_private_with_epsilon", spy)
+    train_target(dp_spec(steps=1), digits64, device="cpu", progress=False)
+    assert seen["generator"] == seen["params"] == torch.device("cpu")
+
+
+# --- options at the door (issue 13 item 5, item 6) ---------------------------------------------------
+
+
+def test_secure_mode_without_torchcsprng_is_refused_before_training(monkeypatch, digits64):
+    monkeypatch.setattr(dpmod.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"^dp\.secure_mode = true needs .*torchcsprng"):
+        dpmod.validate_dp(DPParams(secure_mode=True))
+    called = []
+    monkeypatch.setattr("mia_ray.training.train.build_unet", lambda *a, **k: called.append(1))
+    with pytest.raises(ConfigError, match="secure_mode"):
+        train_target(dp_spec(secure_mode=True), digits64, device="cpu", progress=False)
+    assert not called  # nothing was built or trained
+
+
+def test_unknown_accountant_is_refused_naming_the_key_and_the_allowed_ones():
+    with pytest.raises(ConfigError, match=r"^dp\.accountant = 'gdp'; allowed: rdp, prv$"):
+        dpmod.validate_dp(DPParams(accountant="gdp"))
+    from mia_ray.sweep_config import validate
+
+    with pytest.raises(ConfigError, match=r"^dp\.accountant"):
+        validate(SweepConfig(dp=DPParams(accountant="pld"), epsilons=[1.0]))
+
+
+# --- target ids: new fields at their defaults are not hashed ----------------------------------------
+
+
+def _old_target_id(spec: TargetSpec) -> str:
+    """The id as computed before dp.accountant / dp.secure_mode existed."""
+    d = asdict(spec)
+    del d["dp"]["accountant"], d["dp"]["secure_mode"]
+    return hashlib.sha256(json.dumps(_jsonable(d), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def test_target_ids_of_existing_specs_are_unchanged():
+    assert TargetSpec().target_id == "00e2824bc45988a6"  # pinned: ids users' stores hold
+    assert TargetSpec(dp=DPConfig(epsilon=1.0)).target_id == "ee5a774522f06cc4"
+    for spec in (TargetSpec(), tiny_spec("vpsde"), dp_spec(1.0), dp_spec(10.0, delta=1e-6)):
+        assert spec.target_id == _old_target_id(spec)
+    ids = {dp_spec(1.0).target_id, dp_spec(1.0, accountant="prv").target_id, dp_spec(1.0, secure_mode=True).target_id}
+    assert len(ids) == 3  # a non-default value is a different target
+
+
+# --- accountants: recomputed independently ----------------------------------------------------------
+
+
+# the quickstart's DP targets: n = 64 (q = 1) and 256 (q = 0.25), 300 steps, RDP-calibrated to eps 1 and 10
+@pytest.mark.parametrize("sigma,q,steps", [(70.625, 1.0, 300), (9.1796875, 1.0, 300), (17.65625, 0.25, 300),
+                                           (2.44384765625, 0.25, 300)])
+def test_epsilons_agree_with_independent_accountants(sigma, q, steps):
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+    from opacus.accountants.rdp import RDPAccountant
+
+    delta = 1e-5
+    got = dpmod.epsilons(sigma, q, steps, delta)
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    eps_rdp, _ = rdp_analysis.get_privacy_spent(
+        orders=orders, rdp=rdp_analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=orders),
+        delta=delta,
+    )
+    assert got["rdp"] == pytest.approx(eps_rdp, rel=1e-12)
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
+    )
+    google_rdp = dp_accounting.rdp.RdpAccountant().compose(event).get_epsilon(delta)
+    assert got["rdp"] == pytest.approx(google_rdp, rel=0.01)
+    pld = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-3).compose(event).get_epsilon(delta)
+    assert got["prv"] == pytest.approx(pld, rel=0.02, abs=0.02)
+    assert got["prv"] < got["rdp"]  # the tighter bound
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_dp_run_records_both_epsilons_and_no_member_statistic(accountant, digits64):
+    spec = dp_spec(epsilon=1.0, steps=3, accountant=accountant)
+    heldout = heldout_images(spec)
+    res = train_target(spec, digits64, device="cpu", progress=False, heldout=heldout)
+    assert res.accountant == accountant
+    assert res.epsilon_spent == pytest.approx(getattr(res, f"epsilon_{accountant}"), rel=1e-6)
+    assert res.epsilon_spent <= 1.0 + 0.02  # calibrated by the chosen accountant to the target
+    assert res.epsilon_prv < res.epsilon_rdp
+    assert math.isnan(res.final_loss)  # an un-noised statistic of the members is not published
+    assert 0 < res.heldout_loss < 10
+    plain = train_target(tiny_spec("ddpm", steps=3), digits64, device="cpu", progress=False)
+    assert math.isfinite(plain.final_loss) and plain.accountant == "" and plain.epsilon_rdp == math.inf
+
+
+def test_prv_calibration_needs_less_noise_for_the_same_epsilon(monkeypatch):
+    from opacus.accountants.utils import get_noise_multiplier
+
+    kw = dict(target_epsilon=1.0, target_delta=1e-5, sample_rate=1.0, steps=300)
+    assert get_noise_multiplier(accountant="prv", **kw) < get_noise_multiplier(accountant="rdp", **kw)
+
+
+# --- held-out non-members ----------------------------------------------------------------------------
+
+
+def test_heldout_images_are_non_members_of_the_target():
+    spec = tiny_spec("ddpm", train_size=64)
+    members, held = member_images(spec), heldout_images(spec)
+    assert len(held) == 64
+    flat_m = {m.tobytes() for m in members}
+    assert not any(h.tobytes() in flat_m for h in held)
+    np.testing.assert_array_equal(held, heldout_images(spec))  # deterministic
+
+
+def test_a_failing_accountant_is_recorded_as_nan_not_lost(monkeypatch, caplog):
+    from opacus.accountants.prv import PRVAccountant
+
+    def boom(self, delta, **kw):
+        raise ValueError("domain too small")
+
+    monkeypatch.setattr(PRVAccountant, "get_epsilon", boom)
+    got = dpmod.epsilons(9.1796875, 1.0, 300, 1e-5)
+    assert math.isnan(got["prv"]) and got["rdp"] == pytest.approx(9.991, abs=0.01)
+    assert "prv accountant failed" in caplog.text
