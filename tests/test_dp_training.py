@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import tiny_spec
 
-from mia_ray.config import DPConfig, DPParams, SweepConfig, TargetSpec, _jsonable
+from mia_ray.config import DPConfig, SweepConfig, TargetSpec, jsonable
 from mia_ray.errors import ConfigError
 from mia_ray.training import dp as dpmod
-from mia_ray.training.store import heldout_images, member_images
+from mia_ray.training.build import heldout_images, member_images
 from mia_ray.training.train import train_target
 
 
@@ -60,7 +60,7 @@ def test_dp_training_hands_opacus_a_generator_on_the_models_device(monkeypatch, 
 def test_secure_mode_without_torchcsprng_is_refused_before_training(monkeypatch, digits64):
     monkeypatch.setattr(dpmod.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"^dp\.secure_mode = true needs .*torchcsprng"):
-        dpmod.validate_dp(DPParams(secure_mode=True))
+        dpmod.validate_dp(DPConfig(secure_mode=True))
     called = []
     monkeypatch.setattr("mia_ray.training.train.build_unet", lambda *a, **k: called.append(1))
     with pytest.raises(ConfigError, match="secure_mode"):
@@ -70,11 +70,11 @@ def test_secure_mode_without_torchcsprng_is_refused_before_training(monkeypatch,
 
 def test_unknown_accountant_is_refused_naming_the_key_and_the_allowed_ones():
     with pytest.raises(ConfigError, match=r"^dp\.accountant = 'gdp'; allowed: rdp, prv$"):
-        dpmod.validate_dp(DPParams(accountant="gdp"))
+        dpmod.validate_dp(DPConfig(accountant="gdp"))
     from mia_ray.sweep_config import validate
 
     with pytest.raises(ConfigError, match=r"^dp\.accountant"):
-        validate(SweepConfig(dp=DPParams(accountant="pld"), epsilons=[1.0]))
+        validate(SweepConfig(dp=DPConfig(accountant="pld"), epsilons=[1.0]))
 
 
 # --- target ids: new fields at their defaults are not hashed ----------------------------------------
@@ -84,7 +84,7 @@ def _old_target_id(spec: TargetSpec) -> str:
     """The id as computed before dp.accountant / dp.secure_mode existed."""
     d = asdict(spec)
     del d["dp"]["accountant"], d["dp"]["secure_mode"]
-    return hashlib.sha256(json.dumps(_jsonable(d), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(jsonable(d), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def test_target_ids_of_existing_specs_are_unchanged():
