@@ -74,7 +74,8 @@ def _findings_html(results: Results) -> list[str]:
     out = [f'<h3 id="findings">The paper\'s findings ({html.escape(attack)} attack)</h3>', "<ul>"]
     for f in found:
         items = "".join(f"<li>{html.escape(e)}</li>" for e in f.evidence)
-        out.append(f"<li><b>{verdict[f.holds]}</b>: {html.escape(f.claim)}<ul>{items}</ul></li>")
+        basis = f' <span class="note">({html.escape(f.basis)})</span>'
+        out.append(f"<li><b>{verdict[f.holds]}</b>: {html.escape(f.claim)}{basis}<ul>{items}</ul></li>")
     return [*out, "</ul>"]
 
 
