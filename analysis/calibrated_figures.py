@@ -28,7 +28,7 @@ def epsilon_audit(results: Results, out_dir: str) -> str | None:
     x = np.arange(len(per))
     finite = np.isfinite(per["spent"]).to_numpy()
     top = max(1.0, np.nanmax(np.r_[per["spent"][finite], per["cp"], per["gdp"]]) * 1.15)
-    fig, axes = ps.subplots(1, 1, width=max(5.0, 0.9 * len(per) + 2), height=4.0, layout="constrained")
+    fig, axes = ps.subplots(1, 1, width=max(6.0, 0.9 * len(per) + 2), height=4.5, layout="constrained")
     ax = axes[0][0]
     ax.bar(x[finite], per["spent"][finite], width=0.6, color="0.85", edgecolor="0.5", label="ε spent (claimed)")
     for i in x[~finite]:
@@ -43,8 +43,8 @@ def epsilon_audit(results: Results, out_dir: str) -> str | None:
     ax.set_xticks(x, [_target_label(r) for _, r in per.iterrows()], rotation=30, ha="right")
     ax.set_ylim(0, top)
     ax.set_ylabel("ε")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title("Claimed ε against the ε the attacks prove (95%, calibrated step, test half)")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
+    ax.set_title("Claimed ε against the ε the attacks prove\n(95%, calibrated step, test half)", fontsize=10)
     return ps.save(fig, out_dir, "epsilon_audit")
 
 

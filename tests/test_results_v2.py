@@ -177,3 +177,20 @@ def test_overfitted_target_without_dp_proves_a_positive_epsilon(tmp_path_factory
     assert cal["test_auc"].iloc[0] > 0.8, cal.iloc[0].to_dict()
     assert cp_row["epsilon_lb"] > 0.5, cp_row.to_dict()
     assert math.isinf(cp_row["epsilon_spent"])
+
+
+def test_v2_results_report_and_print_calibrated_and_audit_figures(tiny, tmp_path):
+    import analysis
+    from analysis.findings import check
+
+    r = analysis.load(tiny)
+    assert len(r.calibrated) == len(FPR_TARGETS) and len(r.audit) == 2
+    path, tables = analysis.report.build_report(r, str(tmp_path / "report"))
+    html = open(path, encoding="utf-8").read()
+    assert {"calibrated", "epsilon_audit"} <= set(tables) and 'id="figure-epsilon_audit"' in html
+    assert "test AUC (95% CI)" in html and "ε LB (Clopper–Pearson)" in html
+    found = check(r)[1]
+    assert found[-1].claim.startswith("DP claims hold") and found[-1].holds is True
+    text, _ = analysis.finish(tiny, report=False)
+    spent = float(read(tiny, "targets")["epsilon_spent"].iloc[0])
+    assert "cal.step" in text and f"ε spent {spent:.3g}, ε_LB 0 (Clopper–Pearson, loss)" in text
