@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from analysis import plot_style as ps
+from analysis.calibrated_figures import V2_FIGURES
 from analysis.loader import Results, read_scores
 from analysis.tables import attack_is_stepwise, best_step_table, dp_table, per_step, step_free_table
 from mia_ray.metrics import auc, roc_curve
@@ -370,6 +371,7 @@ FIGURES = {  # name: (function, caption)
         "Log-log ROC of the likelihood attack (loss attack at its best step dashed).",
     ),
 }
+FIGURES.update(V2_FIGURES)  # v2calib: ε audit and attack comparison (analysis.calibrated_figures)
 
 
 def write_figures(results: Results, out_dir: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The paper's three findings, checked on a sweep's metrics with a step-wise attack (the loss attack).
+"""The paper's three findings, checked on a sweep's metrics with a step-wise attack (the loss attack), and
+(schema v2) whether every DP claim survives the privacy audit.
 
 1. Intermediate diffusion steps leak most: the best step lies strictly inside the evaluated range.
 2. Smaller training sets leak more: without DP, the best-step AUC falls as the training set grows.
@@ -9,6 +10,15 @@
 Each check says whether the finding holds on this sweep, or that the sweep lacks the axis to test it,
 and shows its evidence. Findings 1 and 2 look only at settings without DP that leak (AUC 95% CI above
 0.5, or AUC >= 0.6 without a CI): a model at chance has a random best step.
+
+Which figure each finding uses (``Finding.basis``): finding 1 needs the AUC of every step, so it uses the
+oracle per-step AUCs. With ``calibrated/`` (schema v2), findings 2 and 3 use the **test-half AUC at the step
+chosen on the calibration half** -- unbiased, so DP is judged at each model's own calibrated step; without it
+(v1 results) they use the oracle AUCs as above.
+4. (schema v2, when ``audit/`` has DP targets) DP claims hold: on every DP target the Clopper–Pearson ε lower
+   bound (threshold from the calibration half, counts from the test half, alpha 0.05) is at most ε spent; a
+   bound above it is flagged as a failed DP claim (docs/audit.md). GDP is shown, not judged: it is a bound only
+   for Gaussian-like mechanisms.
 """
 
 from __future__ import annotations
@@ -19,11 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.calibrated import dp_claims
 from analysis.loader import Results
 from analysis.tables import attack_is_stepwise, attacks, per_step, setting_columns, sort_settings
 from mia_ray.steps import best_rows
 
 LEAK_AUC = 0.6  # without a bootstrap CI (several seeds), a setting "leaks" at this mean AUC or above
+ORACLE = "oracle AUC: best step and AUC on the same samples"
+CALIBRATED = "calibrated: test-half AUC at the step chosen on the calibration half"
 
 
 @dataclass
@@ -31,6 +44,7 @@ class Finding:
     claim: str
     holds: bool | None  # None: the sweep cannot test it (a missing axis, or no setting leaks)
     evidence: list[str]  # one line per setting (or why the sweep cannot test it)
+    basis: str = ORACLE  # the figure the verdict is judged on
 
 
 def _eps(e: float) -> str:
@@ -67,7 +81,7 @@ def intermediate_steps(steps: pd.DataFrame, keys: list[str]) -> Finding:
     return Finding(claim, bool(ok), parts)
 
 
-def smaller_sets(best: pd.DataFrame, keys: list[str]) -> Finding:
+def smaller_sets(best: pd.DataFrame, keys: list[str], basis: str = ORACLE) -> Finding:
     claim = "smaller training sets leak more (no DP)"
     plain = _plain(best)
     group = [k for k in keys if k != "train_size"]
@@ -80,8 +94,8 @@ def smaller_sets(best: pd.DataFrame, keys: list[str]) -> Finding:
         chain = " > ".join(f"n={r.train_size} {r.auc:.2f}" for r in g.itertuples())
         parts.append(f"{_label(g.iloc[0], keys, 'train_size')}: {chain}")
     if not parts:
-        return Finding(claim, None, ["needs at least two train_sizes with a leaking setting"])
-    return Finding(claim, bool(ok), parts)
+        return Finding(claim, None, ["needs at least two train_sizes with a leaking setting"], basis)
+    return Finding(claim, bool(ok), parts, basis)
 
 
 def dp_towards_chance(steps: pd.DataFrame, keys: list[str]) -> Finding:
@@ -101,6 +115,58 @@ def dp_towards_chance(steps: pd.DataFrame, keys: list[str]) -> Finding:
     if not parts:
         return Finding(claim, None, ["needs ε = ∞ and at least one finite ε"])
     return Finding(claim, bool(ok), parts)
+
+
+def dp_towards_chance_calibrated(cal: pd.DataFrame, keys: list[str]) -> Finding:
+    """Finding 3 on calibrated figures: each model's test-half AUC at its own calibrated step (unbiased, so no
+    need to borrow the undefended model's step); judged only where the model without DP leaks."""
+    claim = "DP-SGD pushes the AUC towards 0.5"
+    group = [k for k in keys if k != "epsilon"]
+    ok, parts = True, []
+    for _, g in cal.groupby(group, sort=False):
+        if not np.isinf(g["epsilon"]).any() or np.isinf(g["epsilon"]).all():
+            continue
+        g = g.sort_values("epsilon", ascending=False)
+        if not _leaks(g.iloc[0]):  # an undefended model at chance: nothing for DP to push towards 0.5
+            continue
+        gap = abs(g["auc"].iloc[0] - 0.5)
+        ok &= bool((abs(g["auc"].iloc[1:] - 0.5) < gap).all())
+        chain = " → ".join(f"ε={_eps(r.epsilon)} {r.auc:.2f}{_chance(r)}" for r in g.itertuples())
+        parts.append(f"{_label(g.iloc[0], keys, 'epsilon')} (test AUC at each calibrated step): {chain}")
+    if not parts:
+        why = "needs ε = ∞ that leaks (test AUC CI above 0.5, or >= 0.6) and at least one finite ε"
+        return Finding(claim, None, [why], CALIBRATED)
+    return Finding(claim, bool(ok), parts, CALIBRATED)
+
+
+def calibrated_settings(results, attack: str, keys: list[str]) -> pd.DataFrame:
+    """One row per setting: mean over seeds of the test-half AUC at the calibrated step (``auc``), the chosen
+    step, and the test AUC's CI for single-seed settings; empty without ``calibrated/`` rows of the attack."""
+    cal = getattr(results, "calibrated", None)
+    if cal is None or cal.empty or not (cal["attack"] == attack).any():
+        return pd.DataFrame()
+    c = cal[cal["attack"] == attack].drop_duplicates("trial_id")
+    grouped = c.groupby(keys, sort=False)
+    out = grouped.agg(auc=("test_auc", "mean"), step=("chosen_step", "first"), seeds=("trial_id", "nunique"))
+    single = out["seeds"] == 1
+    out["auc_ci_low"] = grouped["test_auc_ci_low"].first().where(single)
+    out["auc_ci_high"] = grouped["test_auc_ci_high"].first().where(single)
+    return sort_settings(out.reset_index().dropna(subset=["auc"]), keys)
+
+
+def dp_claims_hold(results) -> Finding | None:
+    """Finding 4: every DP target's Clopper–Pearson ε lower bound is at most its ε spent (None: no audit)."""
+    claims = dp_claims(results) if getattr(results, "audit", None) is not None else pd.DataFrame()
+    if claims.empty:
+        return None
+    claim = "DP claims hold: the empirical ε lower bound stays below ε spent on every DP target"
+    parts = []
+    for r in claims.itertuples():
+        flag = "  <- FAILED DP CLAIM" if r.failed_claim else ""
+        parts.append(f"{r.family} n={r.train_size} ε={_eps(r.epsilon)} seed {r.seed}: ε spent {r.epsilon_spent:.3g}"
+                     f" vs ε_LB {r.epsilon_lb_cp:.3g} (Clopper–Pearson, {r.attack}; GDP {r.epsilon_lb_gdp:.3g}){flag}")
+    basis = "ε lower bound: Clopper–Pearson at the calibrated step, 95%, δ of the target (GDP shown, not judged)"
+    return Finding(claim, not bool(claims["failed_claim"].any()), parts, basis)
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +192,14 @@ def check(results: Results, attack: str | None = None) -> tuple[str | None, list
     if steps.empty:
         return attack, []
     best = best_rows(steps, keys)
-    return attack, [intermediate_steps(steps, keys), smaller_sets(best, keys), dp_towards_chance(steps, keys)]
+    cal = calibrated_settings(results, attack, keys)
+    if cal.empty:
+        found = [intermediate_steps(steps, keys), smaller_sets(best, keys), dp_towards_chance(steps, keys)]
+    else:
+        found = [intermediate_steps(steps, keys), smaller_sets(cal, keys, CALIBRATED),
+                 dp_towards_chance_calibrated(cal, keys)]
+    audit = dp_claims_hold(results)
+    return attack, found + ([audit] if audit is not None else [])
 
 
 def format_findings(attack: str | None, findings: list[Finding]) -> str:
@@ -136,6 +209,6 @@ def format_findings(attack: str | None, findings: list[Finding]) -> str:
     verdict = {True: "holds", False: "does NOT hold", None: "not tested"}
     out = [f"the paper's findings ({attack} attack; AUC means over seeds):"]
     for f in findings:
-        out.append(f"  [{verdict[f.holds]}] {f.claim}")
+        out.append(f"  [{verdict[f.holds]}] {f.claim}  ({f.basis})")
         out.extend(f"      {line}" for line in f.evidence)
     return "\n".join(out)

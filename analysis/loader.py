@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mia_ray.results import SCHEMA_VERSION, SCHEMAS, filesystem
+from mia_ray.results import ADDED_IN, READABLE_VERSIONS, SCHEMA_VERSION, SCHEMAS, filesystem
 
 
 class AnalysisError(ValueError):
@@ -30,7 +30,11 @@ def _one_line(text: object) -> str:
 
 @dataclass(repr=False)
 class Results:
-    """The four tables of one sweep, plus its resolved config (``sweep.yaml``) as text."""
+    """The tables of one sweep, plus its resolved config (``sweep.yaml``) as text.
+
+    ``calibrated`` and ``audit`` (schema v2) are empty frames for a v1 folder; columns a folder's version
+    lacks (e.g. ``splits.in_calibration`` in v1) read as nulls.
+    """
 
     root: str
     metrics: pd.DataFrame
@@ -38,6 +42,8 @@ class Results:
     config_text: str
     fs: pafs.FileSystem = field(repr=False)
     base: str = field(repr=False)
+    calibrated: pd.DataFrame = field(default_factory=lambda: _empty("calibrated"), repr=False)
+    audit: pd.DataFrame = field(default_factory=lambda: _empty("audit"), repr=False)
 
     @cached_property
     def scores(self) -> pd.DataFrame:
@@ -72,7 +78,8 @@ def _parquet_files(fs: pafs.FileSystem, base: str, table: str) -> list[str]:
 
 def _dataset(fs: pafs.FileSystem, base: str, table: str) -> ds.Dataset | None:
     files = _parquet_files(fs, base, table)
-    return ds.dataset(files, filesystem=fs, format="parquet") if files else None
+    # the current schema: a column an older version lacks reads as nulls, whatever file comes first
+    return ds.dataset(files, schema=SCHEMAS[table], filesystem=fs, format="parquet") if files else None
 
 
 def _to_frame(table: pa.Table) -> pd.DataFrame:
@@ -122,21 +129,37 @@ def read_scores(
     return _read(results, "scores", expr, columns)
 
 
-def _check_columns(root: str, table: str, names: list[str]) -> None:
-    missing = [n for n in SCHEMAS[table].names if n not in names]
+def _file_columns(fs: pafs.FileSystem, files: list[str]) -> set[str]:
+    """The columns every one of ``files`` has (from the Parquet footers)."""
+    names = None
+    for path in files:
+        with fs.open_input_file(path) as f:
+            these = set(pq.ParquetFile(f).schema_arrow.names)
+        names = these if names is None else names & these
+    return names or set()
+
+
+def _check_columns(root: str, table: str, names: set[str], version: int) -> None:
+    """Every column of the schema that ``version`` (the oldest found) already had must be present."""
+    wanted = [n for n in SCHEMAS[table].names if ADDED_IN.get((table, n), 1) <= version]
+    missing = [n for n in wanted if n not in names]
     if missing:
         raise AnalysisError(
-            f"{root}/{table}: missing columns {missing}; expected mia_ray results schema v{SCHEMA_VERSION}"
+            f"{root}/{table}: missing columns {missing}; expected mia_ray results schema v{version}"
         )
 
 
-def _check_versions(root: str, table: str, versions: Iterable) -> None:
+def _check_versions(root: str, table: str, versions: Iterable) -> int:
+    """The oldest schema_version found (the current one when none is recorded)."""
     found = sorted({int(v) for v in versions if v is not None and not pd.isna(v)})
-    if found and found != [SCHEMA_VERSION]:
+    unknown = [v for v in found if v not in READABLE_VERSIONS]
+    if unknown:
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1]))
         raise AnalysisError(
             f"{root}/{table}: schema_version {', '.join(map(str, found))}, "
-            f"but this analysis reads schema_version {SCHEMA_VERSION}"
+            f"but this analysis reads schema_version {SCHEMA_VERSION} (and older: {readable})"
         )
+    return found[0] if found else SCHEMA_VERSION
 
 
 def _score_versions(fs: pafs.FileSystem, files: list[str]) -> list:
@@ -194,18 +217,21 @@ def load(results_dir: str) -> Results:
             f"(expected metrics/, scores/, targets/, splits/ written by python -m mia_ray.sweep){hint}"
         )
     results = Results(root, _empty("metrics"), _empty("targets"), _read_config(fs, base), fs, base)
-    for table in ("metrics", "targets", "splits", "scores"):
-        dataset = _dataset(fs, base, table)
-        if dataset is None:
+    for table in SCHEMAS:
+        files = _parquet_files(fs, base, table)
+        if not files:
             continue
-        names = dataset.schema.names
+        names = _file_columns(fs, files)
+        version = SCHEMA_VERSION
         if "schema_version" in names:
             if table == "scores":
-                versions = _score_versions(fs, _parquet_files(fs, base, table))
+                versions = _score_versions(fs, files)
             else:
                 versions = _read(results, table, columns=["schema_version"])["schema_version"]
-            _check_versions(root, table, versions)
-        _check_columns(root, table, names)
+            version = _check_versions(root, table, versions)
+        _check_columns(root, table, names, version)
     results.metrics = _read(results, "metrics")
     results.targets = _read(results, "targets")
+    results.calibrated = _read(results, "calibrated")
+    results.audit = _read(results, "audit")
     return results

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from analysis.calibrated import V2_TABLES, v2_tables
 from analysis.figures import FIGURES, write_figures
 from analysis.findings import check
 from analysis.loader import Results, load
@@ -19,10 +20,14 @@ TABLE_TITLES = {
     "loss_best_step": "Loss attack: the best diffusion step of each setting",
     "likelihood": "Likelihood attack",
     "dp": "Differential privacy: budget spent, utility and leakage",
+    **{name: title for name, (_, title) in V2_TABLES.items()},
 }
 NOTE = (
     "Members are the positive class. Metrics are means over seeds; the best step has the highest mean AUC. "
-    "n/a: a TPR at an FPR below 1/(number of non-members) is undefined. ε = ∞: trained without DP."
+    "n/a: a TPR at an FPR below 1/(number of non-members) is undefined. ε = ∞: trained without DP. "
+    "Oracle figures choose the step and read the ROC on the samples whose labels they use (biased upward); "
+    "calibrated figures (schema v2) choose the step and thresholds on a calibration half and count on the "
+    "test half; CIs are 95% (Clopper–Pearson for rates, bootstrap for AUC)."
 )
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -69,7 +74,8 @@ def _findings_html(results: Results) -> list[str]:
     out = [f'<h3 id="findings">The paper\'s findings ({html.escape(attack)} attack)</h3>', "<ul>"]
     for f in found:
         items = "".join(f"<li>{html.escape(e)}</li>" for e in f.evidence)
-        out.append(f"<li><b>{verdict[f.holds]}</b>: {html.escape(f.claim)}<ul>{items}</ul></li>")
+        basis = f' <span class="note">({html.escape(f.basis)})</span>'
+        out.append(f"<li><b>{verdict[f.holds]}</b>: {html.escape(f.claim)}{basis}<ul>{items}</ul></li>")
     return [*out, "</ul>"]
 
 
@@ -111,7 +117,7 @@ def build_report(results: Results, out_dir: str | None = None) -> tuple[str, dic
     """Write CSV tables, PNG figures and ``report.html`` into ``out_dir``; returns (html path, tables)."""
     out_dir = out_dir or default_out_dir(results)
     os.makedirs(out_dir, exist_ok=True)
-    tables = all_tables(results)
+    tables = {**all_tables(results), **v2_tables(results)}
     write_csvs(tables, out_dir)
     figures = write_figures(results, out_dir)
     path = os.path.join(out_dir, "report.html")

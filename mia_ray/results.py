@@ -6,6 +6,8 @@ Layout under ``<output>/<sweep name>/``::
     scores/<trial_id>.parquet    one row per (trial, sample, attack, step)
     targets/<trial_id>.parquet   one row per trial: the trained target and its DP accounting
     splits/<trial_id>.parquet    one row per sample of the pool that the trial used
+    calibrated/<trial_id>.parquet  one row per (trial, attack, target FPR): the calibrated protocol (v2)
+    audit/<trial_id>.parquet     one row per (trial, attack, method): empirical epsilon lower bounds (v2)
     sweep.yaml                   the resolved sweep configuration
 
 Each table's rows are built next to its schema (``score_rows``, ``split_rows``, ``target_rows``,
@@ -25,12 +27,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from . import audit, calibration
 from .config import DataConfig, Trial, spec_json
 from .metrics import summarize
 from .steps import as_step
 
-SCHEMA_VERSION = 1
-TABLES = ("metrics", "scores", "targets", "splits")
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # analysis.load reads these; columns and tables added later read as nulls / empty
+TABLES = ("metrics", "scores", "targets", "splits", "calibrated", "audit")
 
 METRICS = pa.schema(
     [
@@ -113,11 +117,49 @@ SPLITS = pa.schema(
         ("is_member", pa.bool_()),
         ("in_eval", pa.bool_()),
         ("schema_version", pa.int32()),
+        ("in_calibration", pa.bool_()),  # v2: evaluation sample in the calibration half (null: not scored)
     ]
 )
 
-SCHEMAS = {"metrics": METRICS, "scores": SCORES, "targets": TARGETS, "splits": SPLITS}
-WRITE_ORDER = ("scores", "splits", "targets", "metrics")  # metrics last: its file marks the trial complete
+# --- v2calib: the calibrated protocol and the empirical epsilon lower bounds (schema v2) ---------------
+
+_ID_COLUMNS = [  # the columns of metrics/ that name a (trial, attack) row
+    ("sweep", pa.string()),
+    ("trial_id", pa.string()),
+    ("target_id", pa.string()),
+    ("family", pa.string()),
+    ("dataset", pa.string()),
+    ("train_size", pa.int64()),
+    ("eval_size", pa.int64()),
+    ("epsilon", pa.float64()),
+    ("epsilon_spent", pa.float64()),
+    ("seed", pa.int64()),
+    ("attack", pa.string()),
+]
+_INT_KEYS = {"chosen_step", "test_fp", "test_tp", "n_cal_members", "n_cal_nonmembers", "n_test_members",
+             "n_test_nonmembers", "n_hypotheses", "tp", "fn", "fp", "tn"}
+_STR_KEYS = {"oracle_metric", "method", "threshold_selection", "direction"}
+
+
+def _typed(keys) -> list[tuple[str, pa.DataType]]:
+    return [(k, pa.int64() if k in _INT_KEYS else pa.string() if k in _STR_KEYS else pa.float64()) for k in keys]
+
+
+CALIBRATED = pa.schema(
+    [*_ID_COLUMNS, *_typed(calibration.CALIBRATED_KEYS), ("schema_version", pa.int32())]
+)
+AUDIT = pa.schema(
+    [*_ID_COLUMNS, ("step", pa.int64()), *_typed(audit.AUDIT_KEYS), ("schema_version", pa.int32())]
+)
+ADDED_IN = {("splits", "in_calibration"): 2}  # (table, column) -> the schema version that added it
+TABLE_ADDED_IN = {"calibrated": 2, "audit": 2}
+
+# --- end v2calib ---------------------------------------------------------------------------------------
+
+SCHEMAS = {"metrics": METRICS, "scores": SCORES, "targets": TARGETS, "splits": SPLITS, "calibrated": CALIBRATED,
+           "audit": AUDIT}
+# metrics last: its file marks the trial complete
+WRITE_ORDER = ("scores", "splits", "targets", "calibrated", "audit", "metrics")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,13 +187,15 @@ def score_rows(keys: dict, scores: dict) -> list[dict]:
     ]
 
 
-def split_rows(keys: dict, trial: Trial, split) -> list[dict]:
-    """``splits/``: every member and non-member id of the trial's split, and whether it was scored."""
+def split_rows(keys: dict, trial: Trial, split, in_calibration: dict | None = None) -> list[dict]:
+    """``splits/``: every member and non-member id of the trial's split, whether it was scored, and (v2)
+    whether a scored sample is in the calibration half (``in_calibration``: id -> bool; null if not scored)."""
     spec = trial.spec
     scored = {True: set(split.eval_members.tolist()), False: set(split.nonmembers.tolist())}
+    halves = in_calibration or {}
     return [
         {**keys, "dataset": dataset_label(spec.data), "seed": spec.seed, "sample_id": int(i), "is_member": m,
-         "in_eval": int(i) in scored[m]}
+         "in_eval": int(i) in scored[m], "in_calibration": halves.get(int(i))}
         for ids, m in ((split.members, True), (split.nonmembers, False))
         for i in ids
     ]
@@ -208,6 +252,81 @@ def metric_rows(keys: dict, trial: Trial, meta: dict, scores: dict, n_boot: int)
             m = summarize(score[sel], member[sel], n_boot=n_boot, seed=spec.seed)
             rows.append({**setting, "attack": a, "step": st, **m})
     return rows
+
+
+# --- v2calib: rows of calibrated/ and audit/ ----------------------------------------------------------
+
+
+def calibration_split(trial: Trial, split) -> dict[int, bool]:
+    """The calibration / test halves of the evaluation samples (id -> True for calibration), seeded by the
+    target's seed and stratified by membership (``mia_ray.calibration.calibration_halves``)."""
+    ids = np.concatenate([split.eval_members, split.nonmembers]).astype(np.int64)
+    member = np.r_[np.ones(len(split.eval_members), bool), np.zeros(len(split.nonmembers), bool)]
+    mask = calibration.calibration_halves(ids, member, trial.spec.seed)
+    return {int(i): bool(c) for i, c in zip(ids, mask, strict=True)}
+
+
+def _setting_row(keys: dict, trial: Trial, meta: dict) -> dict:
+    spec = trial.spec
+    return {**keys, "family": spec.family.name, "dataset": dataset_label(spec.data), "train_size": spec.train_size,
+            "eval_size": trial.eval_size, "epsilon": spec.dp.epsilon, "epsilon_spent": _num(meta["epsilon_spent"]),
+            "seed": spec.seed}
+
+
+def attack_vectors(scores: dict, halves: dict[int, bool]) -> dict[str, tuple]:
+    """Per attack: ``(scores_by_step, is_member, in_calibration)`` over the samples it scored (sorted by id),
+    ``scores_by_step`` mapping step (None for a step-free attack) to the aligned score vector. Attacks whose
+    scored samples lack a member or a non-member in either half are left out (nothing to calibrate)."""
+    attack = np.asarray(scores["attack"]).astype(str)
+    step = np.array([as_step(s) for s in scores["step"]], dtype=object)
+    ids, member = np.asarray(scores["sample_id"], np.int64), np.asarray(scores["is_member"], bool)
+    score = np.asarray(scores["score"], np.float64)
+    out = {}
+    for a in dict.fromkeys(attack):
+        mine = attack == a
+        by_step, ref = {}, None
+        for st in dict.fromkeys(step[mine].tolist()):
+            sel = np.flatnonzero(mine & np.array([s == st for s in step], dtype=bool))
+            sel = sel[np.argsort(ids[sel], kind="stable")]
+            if ref is None:
+                ref = sel
+            elif not np.array_equal(ids[sel], ids[ref]):
+                raise ValueError(f"attack {a}: step {st} scored other samples than step {step[ref[0]]}")
+            by_step[st] = score[sel]
+        m = member[ref]
+        c = np.array([halves[int(i)] for i in ids[ref]], dtype=bool)
+        if all((m & h).any() and (~m & h).any() for h in (c, ~c)):
+            out[a] = (by_step, m, c)
+    return out
+
+
+def calibrated_rows(keys: dict, trial: Trial, meta: dict, vectors: dict, n_boot: int) -> list[dict]:
+    """``calibrated/``: per attack and target FPR of ``mia_ray.metrics.FPR_TARGETS``, the calibrated protocol
+    (``mia_ray.calibration.calibrated_rows``): step and threshold chosen on the calibration half, counted on
+    the test half. ``vectors``: :func:`attack_vectors`."""
+    setting = _setting_row(keys, trial, meta)
+    rows = []
+    for a, (by_step, m, c) in vectors.items():
+        for r in calibration.calibrated_rows(by_step, m, c, n_boot=n_boot, seed=trial.spec.seed):
+            rows.append({**setting, "attack": a, **r})
+    return rows
+
+
+def audit_rows(keys: dict, trial: Trial, meta: dict, vectors: dict, calibrated: list[dict]) -> list[dict]:
+    """``audit/``: per attack, the Clopper-Pearson and GDP epsilon lower bounds (``mia_ray.audit.audit_rows``,
+    alpha 0.05, delta of the target's ``dp.delta`` -- also for targets trained without DP) at the step chosen on
+    the calibration half; thresholds chosen on the calibration half, counts from the test half."""
+    setting = _setting_row(keys, trial, meta)
+    chosen = {r["attack"]: r["chosen_step"] for r in calibrated}
+    rows = []
+    for a, (by_step, m, c) in vectors.items():
+        st = chosen[a]
+        for r in audit.audit_rows(by_step[st], m, c, delta=trial.spec.dp.delta):
+            rows.append({**setting, "attack": a, "step": st, **r})
+    return rows
+
+
+# --- end v2calib rows ----------------------------------------------------------------------------------
 
 
 def _num(x) -> float:

@@ -159,7 +159,7 @@ def _print_results(root: str, report: bool) -> None:
     """The analysis of what was written (one call into ``analysis``: it reads only the Parquet results)."""
     from analysis import AnalysisError, finish
 
-    from .results import SCHEMA_VERSION
+    from .results import SCHEMA_VERSION, TABLES
 
     try:
         text, path = finish(root, report=report)
@@ -168,7 +168,7 @@ def _print_results(root: str, report: bool) -> None:
         return
     print()
     print(text)
-    print(f"\nresults: {root}/{{metrics,scores,targets,splits}}/  (schema v{SCHEMA_VERSION})")
+    print(f"\nresults: {root}/{{{','.join(TABLES)}}}/  (schema v{SCHEMA_VERSION})")
     if path:
         print(f"report: {path}")
 

@@ -44,16 +44,26 @@ def score_in_process(target: Target, trial: Trial, rows: dict, batch_size: int =
 def write_results(
     root: str, sweep: str, trial: Trial, target: Target, split, scores: dict, n_boot: int
 ) -> list:
-    """Write the trial's four tables (metrics last, atomically file by file); returns the metric rows."""
+    """Write the trial's tables (metrics last, atomically file by file); returns the metric rows."""
     keys = results.trial_keys(sweep, trial.trial_id, target.target_id)
+    halves = results.calibration_split(trial, split)
     tables = {
         "scores": results.score_rows(keys, scores),
-        "splits": results.split_rows(keys, trial, split),
+        "splits": results.split_rows(keys, trial, split, halves),
         "targets": results.target_rows(keys, trial, target.meta, target.checkpoint),
         "metrics": results.metric_rows(keys, trial, target.meta, scores, n_boot),
     }
+    tables.update(calibrated_tables(keys, trial, target.meta, scores, halves, n_boot))
     results.write_trial(root, trial.trial_id, tables)
     return tables["metrics"]
+
+
+def calibrated_tables(keys: dict, trial: Trial, meta: dict, scores: dict, halves: dict, n_boot: int) -> dict:
+    """``calibrated/`` and ``audit/``: step and thresholds chosen on the calibration half, counted on the test
+    half (``mia_ray.calibration``, ``mia_ray.audit``)."""
+    vectors = results.attack_vectors(scores, halves)
+    calibrated = results.calibrated_rows(keys, trial, meta, vectors, n_boot)
+    return {"calibrated": calibrated, "audit": results.audit_rows(keys, trial, meta, vectors, calibrated)}
 
 
 def run_trial(
@@ -85,4 +95,4 @@ def summary_line(metric_rows: list) -> dict:
     }
 
 
-__all__ = ["eval_samples", "run_trial", "score_in_process", "summary_line", "write_results"]
+__all__ = ["calibrated_tables", "eval_samples", "run_trial", "score_in_process", "summary_line", "write_results"]

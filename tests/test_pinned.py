@@ -2,7 +2,8 @@
 
 A one-target digits sweep (tiny UNet trained 5 steps; the loss attack at 4 steps and the likelihood attack on
 3 + 3 samples) runs in-process, without Ray, and its ``metrics/`` and ``scores/`` are compared with
-``tests/data/pinned_sweep.json``, written once from the code of record (``MIA_RAY_WRITE_PINNED=1``).
+``tests/data/pinned_sweep.json``, written once from the code of record (``MIA_RAY_WRITE_PINNED=1``); the
+schema v2 tables ``calibrated/`` and ``audit/`` alone are (re-)recorded with ``MIA_RAY_WRITE_PINNED_V2=1``.
 
 The tolerance is relative 1e-6, not bitwise: training and scoring are bit-identical on one machine (the
 sweep's determinism promise), but float32 kernels can round differently on another CPU (MKL/oneDNN picks
@@ -35,17 +36,27 @@ METRIC_KEYS = ["attack", "step", "n_members", "n_nonmembers", "auc", "auc_ci_low
 TINY_TARGET_ID = "a33d41d7ad220671"
 
 
-def _records(frame, keys):
+CALIBRATED_KEYS = ["attack", "chosen_step", "calibration_auc", "test_auc", "test_auc_ci_low", "test_auc_ci_high",
+                   "fpr_target", "threshold", "calibration_fpr", "test_fp", "test_fpr", "test_fpr_ci_low",
+                   "test_fpr_ci_high", "test_tp", "test_tpr", "test_tpr_ci_low", "test_tpr_ci_high", "n_cal_members",
+                   "n_cal_nonmembers", "n_test_members", "n_test_nonmembers"]
+AUDIT_KEYS = ["attack", "step", "method", "threshold", "direction", "tp", "fn", "fp", "tn", "fpr_high", "fnr_high",
+              "mu_low", "epsilon_lb", "delta"]
+_INTS = {"step", "sample_id", "n_members", "n_nonmembers", "chosen_step", "test_fp", "test_tp", "n_cal_members",
+         "n_cal_nonmembers", "n_test_members", "n_test_nonmembers", "tp", "fn", "fp", "tn"}
+
+
+def _records(frame, keys, order=None):
     """Rows as JSON-able dicts in a stable order; NaN and null become None."""
-    frame = frame.sort_values(["attack", "step", *(["sample_id"] if "sample_id" in keys else [])],
-                              na_position="first")
+    order = order or ["attack", "step", *(["sample_id"] if "sample_id" in keys else [])]
+    frame = frame.sort_values(order, na_position="first")
     out = []
     for row in frame[keys].to_dict("records"):
         rec = {}
         for k, v in row.items():
             if pd.isna(v):
                 rec[k] = None
-            elif k in ("step", "sample_id", "n_members", "n_nonmembers"):
+            elif k in _INTS:
                 rec[k] = int(v)
             else:
                 rec[k] = v if isinstance(v, str) else bool(v) if k == "is_member" else float(v)
@@ -68,11 +79,20 @@ def pinned(tmp_path_factory):
         "metrics": _records(read(root, "metrics"), METRIC_KEYS),
         "scores": _records(read(root, "scores"), ["attack", "step", "sample_id", "is_member", "score",
                                                   "statistic"]),
+        # schema v2 tables, pinned when they were added (the values above were not re-recorded)
+        "calibrated": _records(read(root, "calibrated"), CALIBRATED_KEYS, ["attack", "fpr_target"]),
+        "audit": _records(read(root, "audit"), AUDIT_KEYS, ["attack", "method"]),
     }
     if os.environ.get("MIA_RAY_WRITE_PINNED"):
         os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
         with open(GOLDEN, "w") as f:
             json.dump(got, f, indent=0)
+    elif os.environ.get("MIA_RAY_WRITE_PINNED_V2"):  # re-record only the v2 tables, keep the rest as recorded
+        with open(GOLDEN) as f:
+            golden = json.load(f)
+        golden.update(calibrated=got["calibrated"], audit=got["audit"])
+        with open(GOLDEN, "w") as f:
+            json.dump(golden, f, indent=0)
     with open(GOLDEN) as f:
         return got, json.load(f)
 
@@ -113,3 +133,9 @@ def test_metrics_are_pinned(pinned):
 def test_scores_are_pinned(pinned):
     got, want = pinned
     _compare(got["scores"], want["scores"], "scores")
+
+
+def test_calibrated_and_audit_are_pinned(pinned):
+    got, want = pinned
+    _compare(got["calibrated"], want["calibrated"], "calibrated")
+    _compare(got["audit"], want["audit"], "audit")
