@@ -122,3 +122,18 @@ def test_each_row_reaches_t1_with_its_own_steps():
     assert int(nfe[0]) == int(nfe0[0]) < int(nfe[1])
     exact = math.cos(2.0) + torch.exp(-2 * k)[:, None]
     np.testing.assert_allclose(both.numpy(), exact.numpy(), atol=2e-5)
+
+
+def test_nfe_counts_every_evaluation_of_each_row():
+    """The returned evaluation count per row equals the number of times f saw that row (a spy counts)."""
+    k = torch.tensor([1.0, 30.0, 300.0], dtype=F64)
+    seen = torch.zeros(3, dtype=torch.long)
+
+    def f(t, y, rows):
+        seen.index_add_(0, rows, torch.ones_like(rows))
+        return -k[rows, None] * y
+
+    _, nfe = solve(f, torch.ones(3, 1, dtype=F64), 0.0, 1.0, 1e-6, 1e-6)
+    np.testing.assert_array_equal(nfe.numpy(), seen.numpy())
+    assert len(set(nfe.tolist())) == 3  # each row took its own number of steps
+    assert ((nfe - 2) % 6 == 0).all()  # 2 to start, then 6 per attempted step (first-same-as-last)
