@@ -120,3 +120,60 @@ def test_store_trains_on_the_members_of_the_targets_seed(monkeypatch, tmp_path):
     np.testing.assert_array_equal(images, source.load(split.members))
     seed0 = make_split(len(source), spec.train_size, 1, 0, source.describe())
     assert not np.array_equal(np.sort(split.members), np.sort(seed0.members))  # the test can fail
+
+
+# --- the optimiser's knobs and the data order (mutants that survived: docs/mutation.md) ------------------
+
+
+def _train(digits64, **train_kw):
+    spec = _spec(steps=train_kw.pop("steps", 1))
+    spec = replace(spec, train=replace(spec.train, **train_kw))
+    return train_target(spec, digits64, device="cpu", progress=False).unet
+
+
+def _max_change(a, b) -> float:
+    wa, wb = _weights(a), _weights(b)
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa if wa[k].is_floating_point())
+
+
+def test_warmup_scales_the_first_step(digits64):
+    """Adam's first update is lr * sign(grad) (to within its epsilon): the largest weight change of one
+    step is lr without warm-up and lr / 10 with a 10-step linear warm-up."""
+    init, lr = _train(digits64, steps=0), _spec().train.lr
+    assert _max_change(_train(digits64, steps=1), init) == pytest.approx(lr, rel=0.02)
+    assert _max_change(_train(digits64, steps=1, warmup=10), init) == pytest.approx(lr / 10, rel=0.02)
+
+
+def test_gradient_clipping_is_applied(digits64):
+    clipped, free = _train(digits64, steps=3, grad_clip=1e-3), _train(digits64, steps=3, grad_clip=0.0)
+    assert _max_change(clipped, free) > 1e-5
+
+
+def test_every_epoch_sees_every_member_once(monkeypatch, digits64):
+    """64 members in batches of 16: each run of 4 steps draws every member exactly once."""
+    batches = []
+    real = train_module.make_family
+
+    def spy_family(cfg):
+        fam = real(cfg)
+        loss = fam.loss
+        fam.loss = lambda net, x0, *a: batches.append(x0.detach().clone()) or loss(net, x0, *a)
+        return fam
+
+    monkeypatch.setattr(train_module, "make_family", spy_family)
+    res = train_target(_spec(steps=8, batch_size=16), digits64, device="cpu", progress=False)
+    assert [len(b) for b in batches] == [16] * 8
+    flat = digits64.reshape(64, -1)
+    for epoch in (batches[:4], batches[4:]):
+        drawn = torch.cat(epoch).reshape(64, -1).numpy()
+        rows = sorted(int(np.flatnonzero((flat == x).all(1))[0]) for x in drawn)
+        assert rows == list(range(64))
+    assert res.unet.config.sample_size == digits64.shape[-1]
+
+
+def test_dp_training_is_deterministic(dp_run, digits64):
+    """Same spec, same weights: the DP noise and the Poisson batches are seeded."""
+    spec, res = dp_run
+    again = train_target(spec, digits64, device="cpu", progress=False)
+    assert _max_change(again.unet, res.unet) == 0.0
+    assert again.epsilon_spent == res.epsilon_spent
