@@ -35,7 +35,7 @@ import yaml
 from sweep_files import read
 
 from mia_ray import sweep_config
-from mia_ray.training import TargetStore
+from mia_ray.training import TargetStore, get_or_train
 from mia_ray.trial import eval_samples, score_in_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")]
@@ -207,7 +207,7 @@ def test_sweep_on_autoscaling_cluster_launches_gpu_workers_and_matches_in_proces
     assert len(m) == len(steps) and not m.duplicated(["trial_id", "attack", "step"]).any()
     cfg, _ = sweep_config.load(sweep, [f"store={tmp_path / 'ref_store'}"])
     (trial,) = sweep_config.expand(cfg)
-    target = TargetStore(cfg.store).get_or_train(trial.spec, progress=False)
+    target = get_or_train(TargetStore(cfg.store), trial.spec, progress=False)
     rows, _ = eval_samples(trial)
     here = pd.DataFrame(score_in_process(target, trial, rows, batch_size=8)).sort_values(KEY).reset_index(drop=True)
     there = s.sort_values(KEY).reset_index(drop=True)
