@@ -34,8 +34,13 @@ def get_or_train(
 
 
 def member_images(spec: TargetSpec) -> np.ndarray:
-    """The training members of ``spec``: the first ``train_size`` ids of its seeded split."""
+    """The training members of ``spec``: the first ``train_size`` ids of its seeded split (then its included
+    canaries, when it has any: ``mia_ray.canaries.training_ids``)."""
     source = open_source(spec.data)
+    if spec.canaries is not None:
+        from ..canaries import training_ids
+
+        return source.load(training_ids(spec, len(source)))
     # members are the first train_size of the permutation whatever eval_size is
     split = make_split(len(source), spec.train_size, 1, spec.seed, source.describe())
     return source.load(split.members)
