@@ -94,10 +94,33 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
         caption = html.escape(FIGURES[key][1])
         out.append(f'<figure id="figure-{key}"><img src="{_embed(path)}" alt="{key}">')
         out.append(f"<figcaption>{caption} ({html.escape(os.path.basename(path))})</figcaption></figure>")
+    out.extend(_grids_html(results))
     out.append("<h2>Sweep configuration (sweep.yaml)</h2>")
     config = results.config_text.strip() or "(no sweep.yaml in the results directory)"
     out.append(f"<pre>{html.escape(config)}</pre></body></html>")
     return "\n".join(out)
+
+
+def _grids_html(results: Results) -> list[str]:
+    """Issue 13: each target's DDIM sample grid (``<root>/grids/<trial_id>.png``) with its utility FD."""
+    import pyarrow.fs as pafs
+
+    infos = results.fs.get_file_info(pafs.FileSelector(f"{results.base}/grids", allow_not_found=True))
+    pngs = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png")
+                  and not i.base_name.startswith("."))
+    if not pngs:
+        return []
+    t = results.targets
+    fd = dict(zip(t["trial_id"], t["utility_fd"], strict=True)) if "utility_fd" in t else {}
+    out = ['<h2 id="samples">Samples of each target (DDIM, seed 0)</h2>', '<div class="grids">']
+    for path in pngs:
+        trial = os.path.basename(path)[: -len(".png")]
+        with results.fs.open_input_stream(path) as f:
+            data = "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+        note = f" · FD {fd[trial]:.3g}" if trial in fd and np.isfinite(fd[trial]) else ""
+        out.append(f'<figure style="display:inline-block;margin:0.5em"><img src="{data}" alt="{html.escape(trial)}">'
+                   f"<figcaption>{html.escape(trial)}{note}</figcaption></figure>")
+    return [*out, "</div>"]
 
 
 def default_out_dir(results: Results) -> str:
