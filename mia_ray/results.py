@@ -177,6 +177,7 @@ CANARY_AUDIT = pa.schema(
     ]
 )
 SCHEMAS["canary_audit"] = CANARY_AUDIT
+OPTIONAL_TABLES = ("canary_audit",)  # written only by trials that need them (here: with audit.canaries > 0)
 
 
 def target_extra_columns(meta: dict) -> dict:

@@ -20,7 +20,7 @@ from ray import tune
 from .. import results
 from ..config import Trial, spec_from_json, spec_json
 from ..training import TargetStore, get_or_train
-from ..trial import eval_samples, measure_utility, summary_line, write_results
+from ..trial import eval_samples, summary_line, write_results
 from .scoring import import_plugins, score_with_ray
 
 log = logging.getLogger("mia_ray")
@@ -46,9 +46,9 @@ def _setup_logging():
 
 
 @ray.remote
-def _train_task(store_root: str, spec_text: str, threads: int, plugins: list, trial: Trial | None = None) -> str:
-    """Train and store a target (no-op when stored), then measure its utility when ``trial`` asks for it (no-op
-    when stored); runs with the resources of the training task (its GPU samples the utility images)."""
+def _train_task(store_root: str, spec_text: str, threads: int, plugins: list, utility=None, heldout_from=0) -> str:
+    """Train and store a target (no-op when stored), then measure its utility when ``utility`` (a UtilityConfig)
+    is given (no-op when stored); runs with the resources of the training task (its GPU samples the images)."""
     import torch
 
     _setup_logging()
@@ -56,8 +56,10 @@ def _train_task(store_root: str, spec_text: str, threads: int, plugins: list, tr
     torch.set_num_threads(max(1, threads))
     store = TargetStore(store_root)
     target = get_or_train(store, spec_from_json(spec_text), progress=True)
-    if trial is not None:
-        measure_utility(trial, store, target)
+    if utility is not None and utility.enabled:
+        from ..utility.target import get_or_measure
+
+        get_or_measure(store_root, target, utility, heldout_from)
     return target.target_id
 
 
@@ -85,7 +87,8 @@ def _trained_target(trial: Trial, ctx: SweepContext):
     if found is None or _utility_missing(trial, ctx, found):
         r, t0 = ctx.resources, time.monotonic()
         task = _train_task.options(num_cpus=r.train_cpus, num_gpus=r.train_gpus, scheduling_strategy="DEFAULT")
-        ray.get(task.remote(ctx.store, spec_json(trial.spec), int(max(1, r.train_cpus)), ctx.plugins, trial))
+        threads = int(max(1, r.train_cpus))
+        ray.get(task.remote(ctx.store, spec_json(trial.spec), threads, ctx.plugins, trial.utility, trial.heldout_from))
         log.info("%s: target trained / utility measured in %.0f s", trial.trial_id, time.monotonic() - t0)
     return store.get(trial.spec)
 
