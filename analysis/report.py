@@ -8,6 +8,7 @@ import html
 import os
 
 import numpy as np
+import pandas as pd
 
 from analysis.figures import FIGURES, write_figures
 from analysis.findings import check
@@ -86,6 +87,7 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
         f'<p class="note">{html.escape(NOTE)}</p>',
     ]
     out.extend(_findings_html(results))
+    out.extend(_canary_html(results))
     for key, frame in tables.items():
         out.append(f'<h3 id="table-{key}">{html.escape(table_title(key))}</h3>')
         out.append(format_table(frame).to_html(index=False, border=0, na_rep="n/a"))
@@ -99,6 +101,28 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
     config = results.config_text.strip() or "(no sweep.yaml in the results directory)"
     out.append(f"<pre>{html.escape(config)}</pre></body></html>")
     return "\n".join(out)
+
+
+def _canary_html(results: Results) -> list[str]:
+    """Issue 13: per target, ε spent beside the largest one-run canary lower bound (Bonferroni over steps)."""
+    from analysis.figures import _optional_table
+
+    a = _optional_table(results, "canary_audit")
+    if a.empty:
+        return []
+    best = a.sort_values("epsilon_lb_bonferroni", ascending=False, kind="stable").drop_duplicates("trial_id")
+    rows = []
+    for r in best.sort_values("trial_id").to_dict("records"):
+        step = "" if pd.isna(r["step"]) else f" @ {int(r['step'])}"
+        flag = " ⚠ above ε spent: DP claim fails" if r["epsilon_lb_bonferroni"] > r["epsilon_spent"] else ""
+        rows.append({"trial": r["trial_id"], "ε": r["epsilon"], "ε spent": r["epsilon_spent"],
+                     "attack": f"{r['attack']}{step}", "correct / guesses": f"{r['n_correct']} / {r['n_guesses']}",
+                     "canaries": r["m"], "ε lower bound": f"{r['epsilon_lb_bonferroni']:.3g}{flag}"})
+    note = ("One-run audit (Steinke, Nasr & Jagielski 2023) at α = 0.05, the largest bound over attacks and steps "
+            "(each step's bound at α / number of steps). A bound above ε spent means a bug.")
+    return ['<h3 id="canary-audit">Canary audit: ε spent against the empirical lower bound</h3>',
+            f'<p class="note">{html.escape(note)}</p>',
+            pd.DataFrame(rows).to_html(index=False, border=0, na_rep="n/a")]
 
 
 def _grids_html(results: Results) -> list[str]:

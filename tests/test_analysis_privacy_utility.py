@@ -73,6 +73,8 @@ def test_epsilon_lower_bounds_come_from_the_canary_audit_and_the_audit_table(roo
             "n_steps": 2, "epsilon_lb": 0.9}
     write_trial_table(root, "canary_audit", trial, [{**base, "step": 0, "epsilon_lb_bonferroni": 0.3},
                                                     {**base, "step": 100, "epsilon_lb_bonferroni": 0.7}])
+    report = open(analysis.write_report(root, str(tmp_path / "r")), encoding="utf-8").read()
+    assert 'id="canary-audit"' in report and "20 / 32" in report and "0.7" in report
     bounds = epsilon_lower_bounds(analysis.load(root))
     assert bounds.set_index("trial_id")["epsilon_lb"].to_dict() == {trial: 0.7}
     # an audit/ table of another writer (Clopper-Pearson and GDP rows): only the CP rows count
