@@ -446,7 +446,7 @@ def privacy_utility(results: Results, out_dir: str) -> str | None:
                                 xytext=(4, 3), fontsize=8, color=color)
         if chance is not None:
             ax.axhline(chance, color="0.5", linestyle=":", linewidth=1, label="chance")
-        ax.set_xlabel("utility: Fréchet distance to held-out images (lower = better)")
+        ax.set_xlabel("Fréchet distance of samples (lower = better)")
         ax.set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center")
