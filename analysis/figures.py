@@ -15,7 +15,14 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from analysis import plot_style as ps
 from analysis.calibrated_figures import V2_FIGURES
 from analysis.loader import Results, read_scores
-from analysis.tables import attack_is_stepwise, best_step_table, dp_table, per_step, step_free_table
+from analysis.tables import (
+    attack_is_stepwise,
+    best_step_table,
+    dp_table,
+    per_step,
+    setting_columns,
+    step_free_table,
+)
 from mia_ray.metrics import auc, roc_curve
 
 
@@ -358,6 +365,96 @@ def roc_likelihood(results: Results, out_dir: str) -> str | None:
     return ps.save(fig, out_dir, "roc_likelihood")
 
 
+# --- issue 13 (utilaudit): privacy against utility ---------------------------------------------------
+
+
+def _optional_table(results: Results, table: str) -> pd.DataFrame:
+    """A results table that older or smaller sweeps may lack (``audit/``, ``canary_audit/``); empty if absent."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    infos = results.fs.get_file_info(pafs.FileSelector(f"{results.base}/{table}", allow_not_found=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                   and not i.base_name.startswith((".", "_")))
+    if not files:
+        return pd.DataFrame()
+    return pads.dataset(files, filesystem=results.fs, format="parquet").to_table().to_pandas()
+
+
+def epsilon_lower_bounds(results: Results) -> pd.DataFrame:
+    """Per trial: the largest empirical epsilon lower bound found, from ``audit/`` (Clopper-Pearson rows) and
+    ``canary_audit/`` (the Bonferroni-corrected bound over steps); columns trial_id, epsilon_lb. Empty if none."""
+    parts = []
+    audit = _optional_table(results, "audit")
+    if not audit.empty and {"trial_id", "epsilon_lb"} <= set(audit):
+        if "method" in audit:
+            audit = audit[audit["method"] == "clopper_pearson"]
+        parts.append(audit[["trial_id", "epsilon_lb"]])
+    canary = _optional_table(results, "canary_audit")
+    if not canary.empty:
+        bound = canary[["trial_id", "epsilon_lb_bonferroni"]]
+        parts.append(bound.rename(columns={"epsilon_lb_bonferroni": "epsilon_lb"}))
+    if not parts:
+        return pd.DataFrame(columns=["trial_id", "epsilon_lb"])
+    return pd.concat(parts).groupby("trial_id", as_index=False)["epsilon_lb"].max()
+
+
+def privacy_utility_table(results: Results) -> pd.DataFrame:
+    """Per setting (family, train size, ε; means over seeds): utility FD and KID, the best AUC and TPR at low FPR
+    over every attack and step, and the largest empirical ε lower bound when an audit table exists."""
+    t = results.targets
+    if "utility_fd" not in t or t["utility_fd"].isna().all():
+        return pd.DataFrame()
+    m = results.metrics
+    low_col = "tpr_at_1pct_fpr" if m["tpr_at_1pct_fpr"].notna().any() else "tpr_at_10pct_fpr"
+    leak = m.groupby("trial_id").agg(best_auc=("auc", "max"), best_tpr=(low_col, "max")).reset_index()
+    keys = setting_columns(t)
+    per_trial = t[[*keys, "trial_id", "epsilon_spent", "utility_fd", "utility_kid"]].merge(leak, on="trial_id")
+    per_trial = per_trial.merge(epsilon_lower_bounds(results), on="trial_id", how="left")
+    out = per_trial.groupby(keys, as_index=False)[
+        ["epsilon_spent", "utility_fd", "utility_kid", "best_auc", "best_tpr", "epsilon_lb"]
+    ].mean()
+    out.attrs["low_fpr_column"] = low_col
+    return out
+
+
+def privacy_utility(results: Results, out_dir: str) -> str | None:
+    """Leakage (best AUC, best TPR at low FPR, ε lower bound when audited) against the utility FD, one line per
+    family x train size through its ε values (labelled); lower FD = better samples."""
+    table = privacy_utility_table(results)
+    if table.empty or table["utility_fd"].isna().all():
+        return None
+    panels = [("best_auc", "best AUC (any attack, step)", 0.5)]
+    low = "TPR @ 1% FPR" if table.attrs.get("low_fpr_column") == "tpr_at_1pct_fpr" else "TPR @ 10% FPR"
+    panels.append(("best_tpr", f"best {low}", None))
+    if table["epsilon_lb"].notna().any():
+        panels.append(("epsilon_lb", "empirical ε lower bound (largest)", None))
+    table = table.assign(series=_series(table))
+    series_colors = ps.colors(_series_order(table))
+    sizes = sorted(table["train_size"].unique())
+    fig, axes = ps.subplots(1, len(panels), width=4.3, height=4.0, layout="constrained")
+    for ax, (col, ylabel, chance) in zip(axes[0], panels, strict=True):
+        for series, color in series_colors.items():
+            for i, size in enumerate(sizes):
+                d = table[(table["series"] == series) & (table["train_size"] == size)].dropna(subset=[col])
+                if d.empty:
+                    continue
+                d = d.sort_values("epsilon")
+                ax.plot(d["utility_fd"], d[col], color=color, linestyle=ps.LINESTYLES[i % 4],
+                        marker=ps.MARKERS[i % 5], label=f"{series}, {size} members")
+                for x, y, e in zip(d["utility_fd"], d[col], d["epsilon"], strict=True):
+                    ax.annotate("∞" if np.isinf(e) else f"{e:g}", (x, y), textcoords="offset points",
+                                xytext=(4, 3), fontsize=8, color=color)
+        if chance is not None:
+            ax.axhline(chance, color="0.5", linestyle=":", linewidth=1, label="chance")
+        ax.set_xlabel("Fréchet distance of samples (lower = better)")
+        ax.set_ylabel(ylabel)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center")
+    fig.suptitle("Privacy vs utility: leakage against sample quality, points labelled by ε", fontsize=12)
+    return ps.save(fig, out_dir, "privacy_utility")
+
+
 FIGURES = {  # name: (function, caption)
     "tpr_vs_step": (tpr_vs_step, "TPR at fixed FPR of the loss attack against the diffusion step."),
     "roc_loss": (
@@ -369,6 +466,11 @@ FIGURES = {  # name: (function, caption)
     "roc_likelihood": (
         roc_likelihood,
         "Log-log ROC of the likelihood attack (loss attack at its best step dashed).",
+    ),
+    "privacy_utility": (
+        privacy_utility,
+        "Privacy vs utility: best AUC, TPR at low FPR and the empirical ε lower bound (when audited) against the "
+        "Fréchet distance of each target's samples to held-out images (pool-trained features), labelled by ε.",
     ),
 }
 FIGURES.update(V2_FIGURES)  # v2calib: ε audit and attack comparison (analysis.calibrated_figures)

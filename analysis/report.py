@@ -8,6 +8,7 @@ import html
 import os
 
 import numpy as np
+import pandas as pd
 
 from analysis.calibrated import V2_TABLES, v2_tables
 from analysis.figures import FIGURES, write_figures
@@ -92,6 +93,7 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
         f'<p class="note">{html.escape(NOTE)}</p>',
     ]
     out.extend(_findings_html(results))
+    out.extend(_canary_html(results))
     for key, frame in tables.items():
         out.append(f'<h3 id="table-{key}">{html.escape(table_title(key))}</h3>')
         out.append(format_table(frame).to_html(index=False, border=0, na_rep="n/a"))
@@ -100,10 +102,55 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
         caption = html.escape(FIGURES[key][1])
         out.append(f'<figure id="figure-{key}"><img src="{_embed(path)}" alt="{key}">')
         out.append(f"<figcaption>{caption} ({html.escape(os.path.basename(path))})</figcaption></figure>")
+    out.extend(_grids_html(results))
     out.append("<h2>Sweep configuration (sweep.yaml)</h2>")
     config = results.config_text.strip() or "(no sweep.yaml in the results directory)"
     out.append(f"<pre>{html.escape(config)}</pre></body></html>")
     return "\n".join(out)
+
+
+def _canary_html(results: Results) -> list[str]:
+    """Issue 13: per target, ε spent beside the largest one-run canary lower bound (Bonferroni over steps)."""
+    from analysis.figures import _optional_table
+
+    a = _optional_table(results, "canary_audit")
+    if a.empty:
+        return []
+    best = a.sort_values("epsilon_lb_bonferroni", ascending=False, kind="stable").drop_duplicates("trial_id")
+    rows = []
+    for r in best.sort_values("trial_id").to_dict("records"):
+        step = "" if pd.isna(r["step"]) else f" @ {int(r['step'])}"
+        flag = " ⚠ above ε spent: DP claim fails" if r["epsilon_lb_bonferroni"] > r["epsilon_spent"] else ""
+        rows.append({"trial": r["trial_id"], "ε": r["epsilon"], "ε spent": r["epsilon_spent"],
+                     "attack": f"{r['attack']}{step}", "correct / guesses": f"{r['n_correct']} / {r['n_guesses']}",
+                     "canaries": r["m"], "ε lower bound": f"{r['epsilon_lb_bonferroni']:.3g}{flag}"})
+    note = ("One-run audit (Steinke, Nasr & Jagielski 2023) at α = 0.05, the largest bound over attacks and steps "
+            "(each step's bound at α / number of steps). A bound above ε spent means a bug.")
+    return ['<h3 id="canary-audit">Canary audit: ε spent against the empirical lower bound</h3>',
+            f'<p class="note">{html.escape(note)}</p>',
+            pd.DataFrame(rows).to_html(index=False, border=0, na_rep="n/a")]
+
+
+def _grids_html(results: Results) -> list[str]:
+    """Issue 13: each target's DDIM sample grid (``<root>/grids/<trial_id>.png``) with its utility FD."""
+    import pyarrow.fs as pafs
+
+    infos = results.fs.get_file_info(pafs.FileSelector(f"{results.base}/grids", allow_not_found=True))
+    pngs = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png")
+                  and not i.base_name.startswith("."))
+    if not pngs:
+        return []
+    t = results.targets
+    fd = dict(zip(t["trial_id"], t["utility_fd"], strict=True)) if "utility_fd" in t else {}
+    out = ['<h2 id="samples">Samples of each target (DDIM, seed 0)</h2>', '<div class="grids">']
+    for path in pngs:
+        trial = os.path.basename(path)[: -len(".png")]
+        with results.fs.open_input_stream(path) as f:
+            data = "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+        note = f" · FD {fd[trial]:.3g}" if trial in fd and np.isfinite(fd[trial]) else ""
+        out.append(f'<figure style="display:inline-block;margin:0.5em"><img src="{data}" alt="{html.escape(trial)}">'
+                   f"<figcaption>{html.escape(trial)}{note}</figcaption></figure>")
+    return [*out, "</div>"]
 
 
 def default_out_dir(results: Results) -> str:

@@ -70,6 +70,15 @@ _HASHED_UNLESS_DEFAULT = {"dp": {"accountant": "rdp", "secure_mode": False}}
 
 
 @dataclass
+class CanarySpec:
+    """One-run audit canaries of a target (``audit.canaries``): m pool images outside the split (its members
+    and its ``eval_size`` evaluation non-members), each trained on with probability 1/2 (``mia_ray.canaries``)."""
+
+    m: int
+    eval_size: int
+
+
+@dataclass
 class TargetSpec:
     """Everything that determines a trained target (its content hash is the target id)."""
 
@@ -80,9 +89,13 @@ class TargetSpec:
     data: DataConfig = field(default_factory=DataConfig)
     train_size: int = 64
     seed: int = 0
+    canaries: CanarySpec | None = None  # None: no canaries (and not part of the hash, so old ids stay)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["canaries"] is None:  # target ids of specs without canaries are unchanged (tests/test_pinned.py)
+            del d["canaries"]
+        return d
 
     @property
     def target_id(self) -> str:
@@ -103,6 +116,7 @@ class TargetSpec:
             data=DataConfig(**d["data"]),
             train_size=d["train_size"],
             seed=d["seed"],
+            canaries=CanarySpec(**d["canaries"]) if d.get("canaries") else None,
         )
 
 
@@ -155,6 +169,31 @@ class Resources:
 
 
 @dataclass
+class UtilityConfig:
+    """Sample quality of every target (``mia_ray.utility.target``): FD / KID of DDIM samples vs held-out images."""
+
+    enabled: bool = True
+    samples: int = 256  # DDIM samples per target (same seed for every target)
+    sampler_steps: int = 50  # DDIM steps
+    heldout: int = 1000  # held-out pool images (at most; never members of any target of the sweep)
+
+
+@dataclass
+class AuditConfig:
+    """One-run canary audit (Steinke, Nasr & Jagielski 2023); off with ``canaries: 0``."""
+
+    canaries: int = 0  # m: canaries per target, each included in training with probability 1/2
+    k_plus: int | None = None  # guesses "in" on the k+ highest canary scores; null = m // 4
+    k_minus: int | None = None  # guesses "out" on the k- lowest; null = m // 4
+    alpha: float = 0.05  # confidence level of the lower bound
+
+    def guesses(self) -> tuple[int, int]:
+        """(k+, k-) as configured, or m // 4 each when null: fixed before any score is seen."""
+        q = self.canaries // 4
+        return (q if self.k_plus is None else self.k_plus, q if self.k_minus is None else self.k_minus)
+
+
+@dataclass
 class SweepConfig:
     name: str = "sweep"
     output: str = "mia_results"  # results root: a local/NFS path or a URI such as s3://bucket/prefix
@@ -174,6 +213,8 @@ class SweepConfig:
     bootstrap: int = 200  # bootstrap resamples for the confidence intervals (0 = none)
     resources: Resources = field(default_factory=Resources)
     plugins: list[str] = field(default_factory=list)  # modules that register extra attacks/families/sources
+    utility: UtilityConfig = field(default_factory=UtilityConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 @dataclass
@@ -193,3 +234,6 @@ class Trial:
     spec: TargetSpec
     eval_size: int
     attacks: list[AttackSpec] = field(default_factory=list)
+    utility: UtilityConfig | None = None  # None: no sample quality measured
+    heldout_from: int = 0  # utility held-out images: the seed's permutation from here on (max train size)
+    audit: AuditConfig | None = None  # the canary audit (spec.canaries set) or None

@@ -27,6 +27,9 @@ def check_data(cfg) -> None:
             f"train_sizes/eval_size: max(train_sizes) + eval_size = {need} exceeds the pool of {len(source)} "
             f"images of {source.describe()}"
         )
+    from .sweep_config import check_pool  # issue 13: canaries and utility held-out images fit the pool
+
+    check_pool(cfg, len(source))
     from .door import check_inputs  # issue 14: pool content + model.pretrained, before Ray (mia_ray/door.py)
     check_inputs(cfg, source)
 

@@ -32,8 +32,8 @@ from .config import DataConfig, Trial, spec_json
 from .metrics import summarize
 from .steps import as_step
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # analysis.load reads these; columns and tables added later read as nulls / empty
+SCHEMA_VERSION = 3  # v3: issue 13 columns and canary_audit/ (utilaudit block)
+READABLE_VERSIONS = (1, 2, 3)  # analysis.load reads these; columns and tables added later read as nulls / empty
 TABLES = ("metrics", "scores", "targets", "splits", "calibrated", "audit")
 
 METRICS = pa.schema(
@@ -163,6 +163,158 @@ WRITE_ORDER = ("scores", "splits", "targets", "calibrated", "audit", "metrics")
 
 
 # --------------------------------------------------------------------------------------------------
+# Issue 13 (utilaudit): utility and DP accounting columns of targets/, canaries in splits/ and scores/, and the
+# canary_audit/ table (one-run audit). Appended to the schemas above; old columns keep their place.
+# --------------------------------------------------------------------------------------------------
+
+UTILITY_COLUMNS = [
+    ("utility_fd", pa.float64()),  # Fréchet distance, DDIM samples vs held-out pool images, pool feature net
+    ("utility_kid", pa.float64()),  # KID (unbiased MMD^2, cubic kernel), mean over subsets
+    ("utility_kid_std", pa.float64()),
+    ("utility_n", pa.int64()),  # generated samples
+    ("utility_heldout_n", pa.int64()),  # held-out images
+    ("utility_sampler_steps", pa.int64()),  # DDIM steps
+    ("utility_features", pa.string()),  # <objective>/<feature-net key> in the store
+]
+DP_ACCOUNTING_COLUMNS = [  # filled from the target's stored statistics when the DP training records them
+    ("accountant", pa.string()),
+    ("epsilon_rdp", pa.float64()),
+    ("epsilon_prv", pa.float64()),
+    ("secure_mode", pa.bool_()),
+    ("heldout_loss", pa.float64()),
+]
+for _name, _cols in (
+    ("targets", UTILITY_COLUMNS + DP_ACCOUNTING_COLUMNS),
+    ("splits", [("is_canary", pa.bool_()), ("canary_included", pa.bool_())]),
+    ("scores", [("is_canary", pa.bool_())]),
+):
+    for _col in _cols:
+        SCHEMAS[_name] = SCHEMAS[_name].append(pa.field(*_col))
+METRICS, SCORES, TARGETS, SPLITS = (SCHEMAS[t] for t in ("metrics", "scores", "targets", "splits"))
+ADDED_IN.update({(_name, _col[0]): 3 for _name, _cols in (
+    ("targets", UTILITY_COLUMNS + DP_ACCOUNTING_COLUMNS),
+    ("splits", [("is_canary", None), ("canary_included", None)]),
+    ("scores", [("is_canary", None)]),
+) for _col in _cols})
+
+CANARY_AUDIT = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("target_id", pa.string()),
+        ("family", pa.string()),
+        ("dataset", pa.string()),
+        ("train_size", pa.int64()),
+        ("seed", pa.int64()),
+        ("epsilon", pa.float64()),
+        ("epsilon_spent", pa.float64()),
+        ("attack", pa.string()),
+        ("step", pa.int64()),
+        ("m", pa.int64()),
+        ("k_plus", pa.int64()),
+        ("k_minus", pa.int64()),
+        ("n_guesses", pa.int64()),
+        ("n_correct", pa.int64()),
+        ("alpha", pa.float64()),
+        ("delta", pa.float64()),
+        ("epsilon_lb", pa.float64()),
+        ("n_steps", pa.int64()),
+        ("epsilon_lb_bonferroni", pa.float64()),
+        ("schema_version", pa.int32()),
+    ]
+)
+SCHEMAS["canary_audit"] = CANARY_AUDIT
+TABLE_ADDED_IN["canary_audit"] = 3
+OPTIONAL_TABLES = ("canary_audit",)  # written only by trials that need them (here: with audit.canaries > 0)
+
+
+def target_extra_columns(meta: dict) -> dict:
+    """The targets/ columns of issue 13 from a target's statistics (``meta``; ``meta["utility"]``: its record)."""
+    u = meta.get("utility") or {}
+    out = {
+        "utility_fd": _num(u.get("fd")),
+        "utility_kid": _num(u.get("kid")),
+        "utility_kid_std": _num(u.get("kid_std")),
+        "utility_n": u.get("n_samples"),
+        "utility_heldout_n": u.get("n_heldout"),
+        "utility_sampler_steps": u.get("sampler_steps"),
+        "utility_features": u.get("features"),
+    }
+    for key, _ in DP_ACCOUNTING_COLUMNS:
+        v = meta.get(key)
+        out[key] = None if v is None or v == "" else v if key in ("accountant", "secure_mode") else float(v)
+    return out
+
+
+def mark_canaries(rows: list[dict], canary_ids) -> list[dict]:
+    """Set ``is_canary`` on score rows (in place; returns them)."""
+    canary = {int(i) for i in canary_ids}
+    for r in rows:
+        r["is_canary"] = r["sample_id"] in canary
+    return rows
+
+
+def canary_split_rows(keys: dict, trial: Trial, canary_ids, included) -> list[dict]:
+    """splits/ rows of the canaries (``is_member`` = trained on = ``canary_included``); others get is_canary false."""
+    spec = trial.spec
+    return [
+        {**keys, "dataset": dataset_label(spec.data), "seed": spec.seed, "sample_id": int(i), "is_member": bool(c),
+         "in_eval": False, "is_canary": True, "canary_included": bool(c)}
+        for i, c in zip(canary_ids, included, strict=True)
+    ]
+
+
+def canary_audit_rows(keys: dict, trial: Trial, meta: dict, scores: dict, canary_ids, included) -> list[dict]:
+    """canary_audit/: the one-run epsilon lower bound of every attack and step on the canaries' scores.
+
+    ``epsilon_lb`` holds at ``alpha`` for that (attack, step) alone; ``epsilon_lb_bonferroni`` at alpha / n_steps,
+    so the largest one over an attack's steps is still a valid bound at ``alpha``.
+    """
+    from .audit import canary_audit_row
+
+    spec, audit = trial.spec, trial.audit
+    k_plus, k_minus = audit.guesses()
+    setting = {**keys, "family": spec.family.name, "dataset": dataset_label(spec.data),
+               "train_size": spec.train_size, "seed": spec.seed, "epsilon": spec.dp.epsilon,
+               "epsilon_spent": _num(meta["epsilon_spent"])}
+    inc = dict(zip((int(i) for i in canary_ids), (bool(c) for c in included), strict=True))
+    ids = np.asarray(scores["sample_id"]).astype(np.int64)
+    attack = np.asarray(scores["attack"]).astype(str)
+    step = np.array([as_step(s) for s in scores["step"]], dtype=object)
+    score = np.asarray(scores["score"], dtype=np.float64)
+    is_canary = np.isin(ids, list(inc))
+    rows = []
+    for a in dict.fromkeys(attack[is_canary]):
+        mine = is_canary & (attack == a)
+        steps = sorted(set(step[mine].tolist()), key=lambda s: (s is not None, s or 0))
+        for st in steps:
+            sel = mine & np.array([s == st for s in step], dtype=bool)
+            order = np.argsort(ids[sel], kind="stable")
+            s, labels = score[sel][order], np.array([inc[int(i)] for i in ids[sel][order]])
+            one = canary_audit_row(s, labels, k_plus, k_minus, audit.alpha, spec.dp.delta)
+            bonf = canary_audit_row(s, labels, k_plus, k_minus, audit.alpha / len(steps), spec.dp.delta)
+            rows.append({**setting, "attack": a, "step": st, **one, "n_steps": len(steps),
+                         "epsilon_lb_bonferroni": bonf["epsilon_lb"]})
+    return rows
+
+
+def write_grid(root: str, trial_id: str, png: bytes) -> str:
+    """The trial's sample grid as ``<root>/grids/<trial_id>.png`` (atomic); returns the path."""
+    fs, base = filesystem(root)
+    path = f"{base}/grids/{trial_id}.png"
+    fs.create_dir(f"{base}/grids", recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{base}/grids/.{trial_id}.png.{uuid.uuid4().hex}.tmp"
+        with fs.open_output_stream(tmp) as f:
+            f.write(png)
+        fs.move(tmp, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(png)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
 # The rows of each table. ``keys`` are the columns that name the trial: sweep, trial_id, target_id.
 # --------------------------------------------------------------------------------------------------
 
@@ -223,6 +375,7 @@ def target_rows(keys: dict, trial: Trial, meta: dict, checkpoint: str) -> list[d
             "params": int(meta["params"]),
             "checkpoint": checkpoint,
             "spec_json": spec_json(spec),
+            **target_extra_columns({"secure_mode": spec.dp.secure_mode, **meta}),  # issue 13 (utilaudit)
         }
     ]
 

@@ -69,6 +69,7 @@ def plan_text(cfg, trials) -> str:
     total = 0
     for a in trials[0].attacks:
         n = 2 * (cfg.eval_size if a.max_samples is None else min(cfg.eval_size, a.max_samples))
+        n += cfg.audit.canaries  # canaries are scored by every attack (issue 13)
         steps = ATTACKS.get(a.name)().steps(a.params, cfg.family.num_steps)
         if not is_stepwise(steps):
             lines.append(f"  attack {a.name}: {n} samples per target, step-free (ODE: forward+backward per NFE)")
@@ -77,9 +78,24 @@ def plan_text(cfg, trials) -> str:
         total += n * k * len(trials)
         lines.append(f"  attack {a.name}: {n} samples x {k} step-draws = {n * k:,} forward passes per target")
     lines.append(f"  step-wise forward passes in all: {total:,}")
+    lines.extend(_issue13_lines(cfg))
     lines.append(resources_line(cfg.resources))
     lines.append(f"  results: {results_root(cfg)}   target store: {store_root(cfg)}")
     return "\n".join(lines)
+
+
+def _issue13_lines(cfg) -> list[str]:
+    """Plan lines of the utility measurement and the canary audit (issue 13)."""
+    out = []
+    u, a = cfg.utility, cfg.audit
+    if u.enabled:
+        out.append(f"  utility: {u.samples} DDIM samples x {u.sampler_steps} steps per target vs <= {u.heldout} "
+                   "held-out images (measured once, kept in the store)")
+    if a.canaries:
+        k_plus, k_minus = a.guesses()
+        out.append(f"  canary audit: {a.canaries} canaries per target (each trained on with prob. 1/2), scored by "
+                   f"every attack; guesses k+ = {k_plus}, k- = {k_minus}, alpha = {a.alpha:g}")
+    return out
 
 
 def resources_line(r) -> str:

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .attacks import ATTACKS
-from .config import AttackSpec, DataConfig, SweepConfig, TargetSpec, Trial
+from .config import AttackSpec, CanarySpec, DataConfig, SweepConfig, TargetSpec, Trial
 from .data import SOURCES
 from .errors import ConfigError
 from .families import FAMILIES
@@ -116,6 +116,49 @@ def validate(cfg: SweepConfig) -> None:
     _check_resources(cfg.resources)
     if cfg.bootstrap < 0:
         raise ConfigError(f"bootstrap = {cfg.bootstrap}; allowed: an integer >= 0")
+    check_utility(cfg.utility, cfg.family.num_steps)
+    check_audit(cfg.audit)
+
+
+def check_utility(u, num_steps: int) -> None:
+    """utility: samples and held-out images >= 4 (FD / KID need them), DDIM steps in [2, T]."""
+    for key in ("samples", "heldout"):
+        if getattr(u, key) < 4:
+            raise ConfigError(f"utility.{key} = {getattr(u, key)}; allowed: an integer >= 4")
+    if not 2 <= u.sampler_steps <= num_steps:
+        raise ConfigError(f"utility.sampler_steps = {u.sampler_steps}; allowed: an integer in [2, {num_steps}]")
+
+
+def check_audit(a) -> None:
+    """audit: canaries >= 0; k_plus, k_minus >= 0 with 1 <= k_plus + k_minus <= canaries; 0 < alpha < 1."""
+    if a.canaries < 0:
+        raise ConfigError(f"audit.canaries = {a.canaries}; allowed: an integer >= 0 (0 = no canary audit)")
+    if not 0 < a.alpha < 1:
+        raise ConfigError(f"audit.alpha = {a.alpha}; allowed: 0 < alpha < 1")
+    if a.canaries == 0:
+        return
+    k_plus, k_minus = a.guesses()
+    if k_plus < 0 or k_minus < 0 or not 1 <= k_plus + k_minus <= a.canaries:
+        raise ConfigError(
+            f"audit.k_plus + audit.k_minus = {k_plus} + {k_minus}; allowed: integers >= 0 with sum in "
+            f"[1, audit.canaries = {a.canaries}]"
+        )
+
+
+def check_pool(cfg, pool_size: int) -> None:
+    """The checks of utility and audit that need the pool size (called by ``preflight.check_data``)."""
+    m, largest = cfg.audit.canaries, max(cfg.train_sizes)
+    free = pool_size - largest - cfg.eval_size
+    if m > free:
+        raise ConfigError(
+            f"audit.canaries = {m}; allowed: at most {max(free, 0)} (the pool of {pool_size} images minus "
+            f"max(train_sizes) = {largest} minus eval_size = {cfg.eval_size})"
+        )
+    if cfg.utility.enabled and pool_size - largest - m < 4:
+        raise ConfigError(
+            f"utility: the pool of {pool_size} images leaves {pool_size - largest - m} held-out images beside "
+            f"max(train_sizes) = {largest} and audit.canaries = {m}; allowed: at least 4 (or utility.enabled=false)"
+        )
 
 
 def _check_grid(cfg: SweepConfig) -> None:
@@ -247,10 +290,20 @@ def expand(cfg: SweepConfig) -> list[Trial]:
                         data=copy.deepcopy(cfg.data),
                         train_size=n,
                         seed=seed,
+                        canaries=CanarySpec(cfg.audit.canaries, cfg.eval_size) if cfg.audit.canaries else None,
                     )
                     tid = f"{family}-n{n}-eps{eps_label(e)}-s{seed}-{spec.target_id[:8]}"
-                    trials.append(Trial(tid, spec, cfg.eval_size, attacks))
+                    trials.append(Trial(tid, spec, cfg.eval_size, attacks, **_issue13(cfg)))
     return trials
+
+
+def _issue13(cfg: SweepConfig) -> dict:
+    """Trial fields of utility and the canary audit (issue 13)."""
+    return {
+        "utility": copy.deepcopy(cfg.utility) if cfg.utility.enabled else None,
+        "heldout_from": max(cfg.train_sizes),
+        "audit": copy.deepcopy(cfg.audit) if cfg.audit.canaries else None,
+    }
 
 
 def store_root(cfg: SweepConfig) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import results
 from .attacks import DiffusionAdapter, score_batch
+from .canaries import canaries_of
 from .config import Trial
 from .data import make_split, open_source
 from .families import make_family
@@ -26,6 +27,9 @@ def eval_samples(trial: Trial) -> tuple[dict, object]:
     ids = np.concatenate([split.eval_members, split.nonmembers]).astype(np.int64)
     is_member = np.r_[np.ones(len(split.eval_members), bool), np.zeros(len(split.nonmembers), bool)]
     rank = np.r_[np.arange(len(split.eval_members)), np.arange(len(split.nonmembers))].astype(np.int64)
+    canary, included = canaries_of(spec, len(source))  # scored by every attack (rank 0), kept apart from metrics
+    ids, is_member = np.r_[ids, canary].astype(np.int64), np.r_[is_member, included]
+    rank = np.r_[rank, np.zeros(len(canary), np.int64)]
     return {"image": source.load(ids), "sample_id": ids, "is_member": is_member, "rank": rank}, split
 
 
@@ -42,18 +46,35 @@ def score_in_process(target: Target, trial: Trial, rows: dict, batch_size: int =
 
 
 def write_results(
-    root: str, sweep: str, trial: Trial, target: Target, split, scores: dict, n_boot: int
+    root: str, sweep: str, trial: Trial, target: Target, split, scores: dict, n_boot: int,
+    utility: dict | None = None,
 ) -> list:
-    """Write the trial's tables (metrics last, atomically file by file); returns the metric rows."""
+    """Write the trial's tables (metrics last, atomically file by file); returns the metric rows.
+
+    ``utility``: the target's utility record (``mia_ray.utility.target``), written to targets/ and its grid to
+    ``grids/``. Canary rows of ``scores`` (issue 13) go to scores/ and canary_audit/, never into metrics/,
+    calibrated/ or audit/."""
     keys = results.trial_keys(sweep, trial.trial_id, target.target_id)
+    meta = {**target.meta, "utility": utility}
+    canary, included = canaries_of(trial.spec, split.pool_size)
+    on_eval = ~np.isin(np.asarray(scores["sample_id"]).astype(np.int64), canary)
+    eval_scores = {k: np.asarray(v)[on_eval] for k, v in scores.items()}
     halves = results.calibration_split(trial, split)
     tables = {
-        "scores": results.score_rows(keys, scores),
-        "splits": results.split_rows(keys, trial, split, halves),
-        "targets": results.target_rows(keys, trial, target.meta, target.checkpoint),
-        "metrics": results.metric_rows(keys, trial, target.meta, scores, n_boot),
+        "scores": results.mark_canaries(results.score_rows(keys, scores), canary),
+        "splits": results.split_rows(keys, trial, split, halves)
+        + results.canary_split_rows(keys, trial, canary, included),
+        "targets": results.target_rows(keys, trial, meta, target.checkpoint),
+        "metrics": results.metric_rows(keys, trial, meta, eval_scores, n_boot),
     }
-    tables.update(calibrated_tables(keys, trial, target.meta, scores, halves, n_boot))
+    tables.update(calibrated_tables(keys, trial, meta, eval_scores, halves, n_boot))
+    for row in tables["splits"]:
+        row.setdefault("is_canary", False)
+    if utility is not None:
+        results.write_grid(root, trial.trial_id, utility["grid_png"])
+    if len(canary):
+        audit = results.canary_audit_rows(keys, trial, meta, scores, canary, included)
+        results.write_trial_table(root, "canary_audit", trial.trial_id, audit)  # before metrics (completeness)
     results.write_trial(root, trial.trial_id, tables)
     return tables["metrics"]
 
@@ -64,6 +85,15 @@ def calibrated_tables(keys: dict, trial: Trial, meta: dict, scores: dict, halves
     vectors = results.attack_vectors(scores, halves)
     calibrated = results.calibrated_rows(keys, trial, meta, vectors, n_boot)
     return {"calibrated": calibrated, "audit": results.audit_rows(keys, trial, meta, vectors, calibrated)}
+
+
+def measure_utility(trial: Trial, store: TargetStore, target: Target, device=None) -> dict | None:
+    """The target's utility record (stored, or measured now on ``device``); None when utility is off."""
+    if trial.utility is None or not trial.utility.enabled:
+        return None
+    from .utility.target import get_or_measure
+
+    return get_or_measure(store.root, target, trial.utility, trial.heldout_from, device)
 
 
 def run_trial(
@@ -79,8 +109,9 @@ def run_trial(
     """The whole trial in this process: train (if not stored), score, write; returns the metric rows."""
     rows, split = eval_samples(trial)
     target = get_or_train(store, trial.spec, device=device, progress=progress)
+    utility = measure_utility(trial, store, target, device)
     scores = score_in_process(target, trial, rows, batch_size, device)
-    return write_results(root, sweep, trial, target, split, scores, n_boot)
+    return write_results(root, sweep, trial, target, split, scores, n_boot, utility)
 
 
 def summary_line(metric_rows: list) -> dict:
@@ -95,4 +126,5 @@ def summary_line(metric_rows: list) -> dict:
     }
 
 
-__all__ = ["calibrated_tables", "eval_samples", "run_trial", "score_in_process", "summary_line", "write_results"]
+__all__ = ["calibrated_tables", "eval_samples", "measure_utility", "run_trial", "score_in_process", "summary_line",
+           "write_results"]

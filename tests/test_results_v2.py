@@ -67,7 +67,7 @@ def _cp(k, n, level=0.95):
 
 def test_written_tables_have_schema_v2_and_stratified_halves(tiny):
     for table in ("metrics", "scores", "splits", "targets", "calibrated", "audit"):
-        assert set(read(tiny, table)["schema_version"]) == {2}, table
+        assert set(read(tiny, table)["schema_version"]) == {results.SCHEMA_VERSION}, table
     splits = read(tiny, "splits")
     scored = splits[splits["in_eval"]]
     assert scored["in_calibration"].notna().all() and splits.loc[~splits["in_eval"], "in_calibration"].isna().all()

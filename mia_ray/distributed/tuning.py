@@ -46,14 +46,20 @@ def _setup_logging():
 
 
 @ray.remote
-def _train_task(store_root: str, spec_text: str, threads: int, plugins: list) -> str:
-    """Train and store a target (no-op when stored); runs with the resources of the training task."""
+def _train_task(store_root: str, spec_text: str, threads: int, plugins: list, utility=None, heldout_from=0) -> str:
+    """Train and store a target (no-op when stored), then measure its utility when ``utility`` (a UtilityConfig)
+    is given (no-op when stored); runs with the resources of the training task (its GPU samples the images)."""
     import torch
 
     _setup_logging()
     import_plugins(plugins)
     torch.set_num_threads(max(1, threads))
-    target = get_or_train(TargetStore(store_root), spec_from_json(spec_text), progress=True)
+    store = TargetStore(store_root)
+    target = get_or_train(store, spec_from_json(spec_text), progress=True)
+    if utility is not None and utility.enabled:
+        from ..utility.target import get_or_measure
+
+        get_or_measure(store_root, target, utility, heldout_from)
     return target.target_id
 
 
@@ -63,24 +69,41 @@ def run_one(trial: Trial, ctx: SweepContext) -> dict:
     import_plugins(ctx.plugins)
     rows, split = eval_samples(trial)
     target = _trained_target(trial, ctx)
+    utility = _stored_utility(trial, ctx, target)
     t1 = time.monotonic()
     scores, nodes = score_with_ray(ctx.store, spec_json(trial.spec), trial.attacks, rows, ctx.resources, ctx.plugins)
     t2 = time.monotonic()
-    metric_rows = write_results(ctx.root, ctx.sweep, trial, target, split, scores, ctx.n_boot)
+    metric_rows = write_results(ctx.root, ctx.sweep, trial, target, split, scores, ctx.n_boot, utility)
     log.info("%s: scored in %.0f s (actor start-up included), results written in %.0f s",
              trial.trial_id, t2 - t1, time.monotonic() - t2)
     return _report(trial, metric_rows, nodes)
 
 
 def _trained_target(trial: Trial, ctx: SweepContext):
-    """The stored target of the trial, trained first in a task with the training resources when missing."""
+    """The stored target of the trial, trained first in a task with the training resources when missing (the
+    same task measures its utility when that is asked for and not stored yet)."""
     store = TargetStore(ctx.store)
-    if store.get(trial.spec) is None:
+    found = store.get(trial.spec)
+    if found is None or _utility_missing(trial, ctx, found):
         r, t0 = ctx.resources, time.monotonic()
         task = _train_task.options(num_cpus=r.train_cpus, num_gpus=r.train_gpus, scheduling_strategy="DEFAULT")
-        ray.get(task.remote(ctx.store, spec_json(trial.spec), int(max(1, r.train_cpus)), ctx.plugins))
-        log.info("%s: target trained in %.0f s", trial.trial_id, time.monotonic() - t0)
+        threads = int(max(1, r.train_cpus))
+        ray.get(task.remote(ctx.store, spec_json(trial.spec), threads, ctx.plugins, trial.utility, trial.heldout_from))
+        log.info("%s: target trained / utility measured in %.0f s", trial.trial_id, time.monotonic() - t0)
     return store.get(trial.spec)
+
+
+def _utility_missing(trial: Trial, ctx: SweepContext, target) -> bool:
+    return trial.utility is not None and trial.utility.enabled and _stored_utility(trial, ctx, target) is None
+
+
+def _stored_utility(trial: Trial, ctx: SweepContext, target) -> dict | None:
+    """The target's stored utility record (measured by the training task), or None when utility is off."""
+    if trial.utility is None or not trial.utility.enabled:
+        return None
+    from ..utility.target import stored
+
+    return stored(ctx.store, target, trial.utility, trial.heldout_from)
 
 
 def _report(trial: Trial, metric_rows: list, nodes: set) -> dict:

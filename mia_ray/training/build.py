@@ -39,8 +39,13 @@ def get_or_train(
 
 
 def member_images(spec: TargetSpec) -> np.ndarray:
-    """The training members of ``spec``: the first ``train_size`` ids of its seeded split."""
+    """The training members of ``spec``: the first ``train_size`` ids of its seeded split (then its included
+    canaries, when it has any: ``mia_ray.canaries.training_ids``)."""
     source = open_source(spec.data)
+    if spec.canaries is not None:
+        from ..canaries import training_ids
+
+        return source.load(training_ids(spec, len(source)))
     # members are the first train_size of the permutation whatever eval_size is
     split = make_split(len(source), spec.train_size, 1, spec.seed, source.describe())
     return source.load(split.members)
@@ -57,4 +62,10 @@ def heldout_images(spec: TargetSpec) -> np.ndarray:
     if n < 1:
         return np.zeros((0, spec.data.channels, spec.data.resolution, spec.data.resolution), np.float32)
     split = make_split(len(source), max(spec.train_size, n), n, spec.seed, source.describe())
-    return source.load(split.nonmembers)
+    ids = split.nonmembers
+    if spec.canaries is not None:  # included canaries are trained on: never "held out" (issue 13)
+        from ..canaries import canaries_of
+
+        canary, included = canaries_of(spec, len(source))
+        ids = ids[~np.isin(ids, canary[included])]
+    return source.load(ids)

@@ -1,0 +1,125 @@
+"""Utility of one stored target, measured once and kept in the target store beside it.
+
+``get_or_measure`` returns the target's utility record: FD / KID (``sample_quality``) of ``samples`` DDIM
+samples (seed 0 for every target, so targets are compared on the same initial noise) against the held-out
+images (``mia_ray.canaries.heldout_ids``) on the pool's feature net (``get_or_train_features``), plus the PNG
+grid of the first 64 samples. The record lives at ``<store>/utility/<target_id>-<key>.{json,png}``; ``<key>``
+hashes the utility settings, the held-out ids and the feature net, so a resumed sweep finds it (never measured
+twice) and other settings get their own record. Target ids are untouched. JSON last (it marks completeness):
+on a local path each file is renamed into place, on an object store each is one PUT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from ..config import TargetSpec, UtilityConfig
+from ..results import filesystem
+
+FORMAT = "mia_ray.utility/1"
+SAMPLE_SEED = 0  # the DDIM initial noise of every target (same for all: a paired comparison)
+
+
+def utility_key(target_id: str, cfg: UtilityConfig, heldout: np.ndarray, feature_key: str) -> str:
+    held = hashlib.sha256(np.ascontiguousarray(heldout, dtype=np.int64).tobytes()).hexdigest()
+    blob = json.dumps({"format": FORMAT, "target_id": target_id, "samples": cfg.samples, "seed": SAMPLE_SEED,
+                       "sampler_steps": cfg.sampler_steps, "heldout": held, "features": feature_key},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _paths(store: str, target_id: str, key: str) -> tuple[pafs.FileSystem, str, str]:
+    fs, base = filesystem(store)
+    stem = f"{base}/utility/{target_id}-{key}"
+    return fs, f"{stem}.json", f"{stem}.png"
+
+
+def _put(fs: pafs.FileSystem, path: str, blob: bytes) -> None:
+    parent = os.path.dirname(path)
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{parent}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
+        with fs.open_output_stream(tmp) as f:
+            f.write(blob)
+        fs.move(tmp, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(blob)
+
+
+def heldout_of(spec: TargetSpec, cfg: UtilityConfig, heldout_from: int) -> tuple[np.ndarray, object]:
+    """(held-out ids, the opened pool) of ``spec``: at most ``cfg.heldout``, members of no target."""
+    from ..canaries import heldout_count, heldout_ids
+    from ..data import open_source
+
+    source = open_source(spec.data)
+    m = spec.canaries.m if spec.canaries is not None else 0
+    count = heldout_count(len(source), heldout_from, cfg.heldout, m)
+    return heldout_ids(spec, len(source), heldout_from, count), source
+
+
+def stored(store: str, target, cfg: UtilityConfig, heldout_from: int) -> dict | None:
+    """The stored utility record of ``target`` (with ``grid_png`` bytes), or None when not measured yet."""
+    from .features import FeatureConfig, feature_key
+
+    held, source = heldout_of(target.spec, cfg, heldout_from)
+    key = utility_key(target.target_id, cfg, held, feature_key(target.spec.data, len(source), FeatureConfig()))
+    return _read(store, target.target_id, key)
+
+
+def _read(store: str, target_id: str, key: str) -> dict | None:
+    fs, meta, png = _paths(store, target_id, key)
+    if fs.get_file_info(meta).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(meta) as f:
+        record = json.loads(f.read().decode())
+    with fs.open_input_stream(png) as f:
+        record["grid_png"] = f.read()
+    return record
+
+
+def get_or_measure(store: str, target, cfg: UtilityConfig, heldout_from: int, device=None) -> dict:
+    """The utility record of ``target`` (a stored ``Target``): read from the store, or measured and stored.
+
+    Keys: fd, kid, kid_std, n_samples, n_heldout, sampler_steps, features (``<objective>/<feature key>``),
+    sample_seconds, distance_seconds, key, grid_png (PNG bytes).
+    """
+    import tempfile
+
+    import torch
+
+    from ..families import make_family
+    from ..models import pick_device
+    from .features import get_or_train_features
+    from .quality import features_of, sample_quality
+
+    held, source = heldout_of(target.spec, cfg, heldout_from)
+    net = get_or_train_features(store, target.spec.data)
+    key = utility_key(target.target_id, cfg, held, net.meta["key"])
+    found = _read(store, target.target_id, key)
+    if found is not None:
+        return found
+    device = torch.device(device) if device is not None else pick_device()
+    images = source.load(held)
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = os.path.join(tmp, "grid.png")
+        out = sample_quality(target.load(device), make_family(target.spec.family), cfg.samples, images, net,
+                             seed=SAMPLE_SEED, num_steps=cfg.sampler_steps, device=device,
+                             heldout_features=features_of(net, images), grid_path=grid)
+        with open(grid, "rb") as f:
+            png = f.read()
+    record = {**out, "features": f"{net.meta['objective']}/{net.meta['key']}", "key": key, "format": FORMAT,
+              "target_id": target.target_id}
+    fs, meta_path, png_path = _paths(store, target.target_id, key)
+    _put(fs, png_path, png)
+    _put(fs, meta_path, json.dumps(record, indent=1, sort_keys=True).encode())  # last: marks completeness
+    return {**record, "grid_png": png}
+
+
+__all__ = ["get_or_measure", "heldout_of", "stored", "utility_key"]
