@@ -32,8 +32,8 @@ from .config import DataConfig, Trial, spec_json
 from .metrics import summarize
 from .steps import as_step
 
-SCHEMA_VERSION = 3  # v3: issue 13 columns and canary_audit/ (utilaudit block)
-READABLE_VERSIONS = (1, 2, 3)  # analysis.load reads these; columns and tables added later read as nulls / empty
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # analysis.load reads these; columns and tables added later read as nulls / empty
 TABLES = ("metrics", "scores", "targets", "splits", "calibrated", "audit")
 
 METRICS = pa.schema(
@@ -191,7 +191,7 @@ for _name, _cols in (
     for _col in _cols:
         SCHEMAS[_name] = SCHEMAS[_name].append(pa.field(*_col))
 METRICS, SCORES, TARGETS, SPLITS = (SCHEMAS[t] for t in ("metrics", "scores", "targets", "splits"))
-ADDED_IN.update({(_name, _col[0]): 3 for _name, _cols in (
+ADDED_IN.update({(_name, _col[0]): 2 for _name, _cols in (
     ("targets", UTILITY_COLUMNS + DP_ACCOUNTING_COLUMNS),
     ("splits", [("is_canary", None), ("canary_included", None)]),
     ("scores", [("is_canary", None)]),
@@ -224,7 +224,7 @@ CANARY_AUDIT = pa.schema(
     ]
 )
 SCHEMAS["canary_audit"] = CANARY_AUDIT
-TABLE_ADDED_IN["canary_audit"] = 3
+TABLE_ADDED_IN["canary_audit"] = 2
 OPTIONAL_TABLES = ("canary_audit",)  # written only by trials that need them (here: with audit.canaries > 0)
 
 
