@@ -186,7 +186,7 @@ DP_ACCOUNTING_COLUMNS = [  # filled from the target's stored statistics when the
 for _name, _cols in (
     ("targets", UTILITY_COLUMNS + DP_ACCOUNTING_COLUMNS),
     ("splits", [("is_canary", pa.bool_()), ("canary_included", pa.bool_())]),
-    ("scores", [("is_canary", pa.bool_())]),
+    ("scores", [("is_canary", pa.bool_()), ("probe_se", pa.float64())]),
 ):
     for _col in _cols:
         SCHEMAS[_name] = SCHEMAS[_name].append(pa.field(*_col))
@@ -194,7 +194,7 @@ METRICS, SCORES, TARGETS, SPLITS = (SCHEMAS[t] for t in ("metrics", "scores", "t
 ADDED_IN.update({(_name, _col[0]): 2 for _name, _cols in (
     ("targets", UTILITY_COLUMNS + DP_ACCOUNTING_COLUMNS),
     ("splits", [("is_canary", None), ("canary_included", None)]),
-    ("scores", [("is_canary", None)]),
+    ("scores", [("is_canary", None), ("probe_se", None)]),
 ) for _col in _cols})
 
 CANARY_AUDIT = pa.schema(
@@ -330,12 +330,13 @@ def dataset_label(data: DataConfig) -> str:
 
 def score_rows(keys: dict, scores: dict) -> list[dict]:
     """``scores/``: one row per (sample, attack, step) of the long-format columns of ``score_batch``."""
+    se = scores.get("probe_se", np.full(len(scores["sample_id"]), np.nan))
     cols = (scores["sample_id"], scores["is_member"], scores["attack"], scores["step"], scores["score"],
-            scores["statistic"])
+            scores["statistic"], se)
     return [
         {**keys, "sample_id": int(s), "is_member": bool(m), "attack": str(a), "step": as_step(st),
-         "score": float(sc), "statistic": float(x)}
-        for s, m, a, st, sc, x in zip(*cols, strict=True)
+         "score": float(sc), "statistic": float(x), "probe_se": None if np.isnan(e) else float(e)}
+        for s, m, a, st, sc, x, e in zip(*cols, strict=True)
     ]
 
 

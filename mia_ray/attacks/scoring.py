@@ -15,13 +15,13 @@ def score_batch(adapter: ModelAdapter, batch: dict, attacks: list[AttackSpec]) -
     """Long-format scores of a batch (``image``, ``sample_id``, ``is_member``, optional ``rank``).
 
     Returns columns sample_id, is_member, attack, step (objects: an int, or None for a step-free attack),
-    score, statistic.
+    score, statistic, probe_se (the standard error of a Monte-Carlo statistic over its probes; NaN otherwise).
     """
     images = torch.from_numpy(np.array(batch["image"], dtype=np.float32))  # copies: Ray's arrays are read-only
     ids = torch.from_numpy(np.array(batch["sample_id"], dtype=np.int64))
     member = np.asarray(batch["is_member"], dtype=bool)
     rank = np.asarray(batch.get("rank", np.zeros(len(ids), dtype=np.int64)))
-    names = ("sample_id", "is_member", "attack", "step", "score", "statistic")
+    names = ("sample_id", "is_member", "attack", "step", "score", "statistic", "probe_se")
     cols: dict[str, list] = {k: [] for k in names}
     for spec in attacks:
         keep = np.ones(len(ids), bool) if spec.max_samples is None else rank < spec.max_samples
@@ -37,6 +37,8 @@ def score_batch(adapter: ModelAdapter, batch: dict, attacks: list[AttackSpec]) -
             cols["step"].append(np.full(n, step, dtype=object))
             cols["score"].append(np.asarray(out.score[i], dtype=np.float64))
             cols["statistic"].append(np.asarray(out.statistic[i], dtype=np.float64))
+            se = out.extra.get("probe_se")
+            cols["probe_se"].append(np.full(n, np.nan) if se is None else np.asarray(se[i], dtype=np.float64))
     empty = {"attack": object, "step": object, "sample_id": np.int64, "is_member": bool}
     return {
         k: np.concatenate(v) if v else np.array([], dtype=empty.get(k, np.float64))
