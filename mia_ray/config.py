@@ -73,9 +73,15 @@ class TargetSpec:
     data: DataConfig = field(default_factory=DataConfig)
     train_size: int = 64
     seed: int = 0
+    # LiRA reference model index r (``mia_ray.references``): trained on half r of the target's universe with
+    # the target's recipe; None for a target. Left out of the hash when None, so target ids are unchanged.
+    reference: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["reference"] is None:
+            del d["reference"]
+        return d
 
     @property
     def target_id(self) -> str:
@@ -93,6 +99,7 @@ class TargetSpec:
             data=DataConfig(**d["data"]),
             train_size=d["train_size"],
             seed=d["seed"],
+            reference=d.get("reference"),
         )
 
 
