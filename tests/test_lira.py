@@ -233,3 +233,16 @@ def test_interrupted_reference_training_resumes_without_duplicates(lira_trial, s
     complete = [d for d in os.listdir(store_dir) if os.path.isfile(os.path.join(store_dir, d, "target.json"))]
     assert len(complete) == len(set(complete)) and {s.target_id for s in specs} <= set(complete)
     assert not any(d.startswith(lost) and d != lost for d in os.listdir(store_dir))
+
+
+def test_a_pool_too_small_for_the_universe_is_refused_before_training(tmp_path):
+    import sweep_files
+
+    from mia_ray import sweep_config
+    from mia_ray.preflight import check_data
+
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), train_sizes=[900],
+                                   attacks={"lira": {"references": 4}})
+    cfg, _ = sweep_config.load(path)
+    with pytest.raises(ConfigError, match=r"^attacks\.lira\.references: .* 1800 pool images, .* lower train_sizes$"):
+        check_data(cfg)
