@@ -134,6 +134,7 @@ REFERENCES = pa.schema(
     ]
 )
 SCHEMAS["references"] = REFERENCES
+OPTIONAL_TABLES = ("references",)  # written only by trials that need them (a reference attack: lira)
 
 
 # --------------------------------------------------------------------------------------------------
