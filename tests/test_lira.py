@@ -246,3 +246,16 @@ def test_a_pool_too_small_for_the_universe_is_refused_before_training(tmp_path):
     cfg, _ = sweep_config.load(path)
     with pytest.raises(ConfigError, match=r"^attacks\.lira\.references: .* 1800 pool images, .* lower train_sizes$"):
         check_data(cfg)
+
+
+def test_lira_on_a_pretrained_target_is_refused(tmp_path):
+    import sweep_files
+
+    from mia_ray import sweep_config
+    from mia_ray.preflight import check_data
+
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), attacks={"lira": {"references": 4}},
+                                   model={**sweep_files.TINY["model"], "pretrained": str(tmp_path / "unet")})
+    cfg, _ = sweep_config.load(path)
+    with pytest.raises(ConfigError, match=r"^attacks\.lira: reference models .* \(model\.pretrained\)"):
+        check_data(cfg)
