@@ -6,9 +6,8 @@ Prints ONE JSON object. Same workload as ``benchmarks/scoring.py`` (the loss att
 digits samples of a tiny DDPM from ``--store``). Each actor has 1 CPU and 1 torch thread; a local Ray gets
 ``--cpus`` CPUs (default: all, at least 2).
 
-* ``samples_per_s_N_actors``: throughput of ``score_with_ray`` with a pool of N actors, from the moment its
-  first actor is up (ALIVE in Ray's actor table) to the end of the call; ``actor_startup_seconds_N``: from the
-  call's start to that moment (actor process, imports, model load);
+* ``samples_per_s_N_actors``: throughput of ``score_with_ray`` with N scoring workers (tasks on Ray's pooled
+  workers, model cached: one untimed warm-up call first), the whole call;
 * ``scaling_2_actors_vs_1``: the ratio of the two;
 * ``per_batch_overhead_seconds``: time per batch through Ray with one actor minus the in-process time per
   batch (``score_in_process``, 1 torch thread) at the same batch size: scheduling, (de)serialisation, the
@@ -30,6 +29,7 @@ import torch  # noqa: E402
 from scoring import STEPS, med, time_in_process, time_ray, workload  # noqa: E402  (benchmarks/)
 
 from mia_ray.config import Resources  # noqa: E402
+from mia_ray.distributed.session import LOCAL_SYSTEM_CONFIG  # noqa: E402
 
 ACTORS = (1, 2)
 
@@ -46,8 +46,10 @@ def main(argv=None) -> dict:
     trial, target, rows = workload(args.store)
     n = len(rows["sample_id"])
     batches = -(-n // args.batch_size)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, log_to_driver=False,
+             _system_config=LOCAL_SYSTEM_CONFIG)
     try:
+        time_ray(args.store, trial, rows, Resources(scorer_actors=max(ACTORS), batch_size=args.batch_size))
         load_before = os.getloadavg()[0]
         time_in_process(trial, target, {k: v[:1] for k, v in rows.items()}, args.batch_size)  # warm-up
         inproc = []
@@ -71,8 +73,6 @@ def main(argv=None) -> dict:
         **{f"samples_per_s_{a}_actor{'s' if a > 1 else ''}": n / compute[a] for a in ACTORS},
         "scaling_2_actors_vs_1": compute[1] / compute[2],
         "inprocess_1_thread_samples_per_s": n / med(inproc),
-        **{f"actor_startup_seconds_{a}": med(c["startup"] for c in calls[a]) for a in ACTORS},
-        "actor_startup_seconds_2_last_actor": med(c["startup_last"] for c in calls[2]),
         "inprocess_seconds_per_batch": inproc_batch,
         "ray_seconds_per_batch_1_actor": compute[1] / batches,
         "per_batch_overhead_seconds": compute[1] / batches - inproc_batch,

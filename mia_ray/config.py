@@ -90,11 +90,15 @@ class TargetSpec:
     train_size: int = 64
     seed: int = 0
     canaries: CanarySpec | None = None  # None: no canaries (and not part of the hash, so old ids stay)
+    # LiRA reference model index r (``mia_ray.references``): trained on half r of the target's universe with
+    # the target's recipe; None for a target. Left out of the hash when None, so target ids are unchanged.
+    reference: int | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["canaries"] is None:  # target ids of specs without canaries are unchanged (tests/test_pinned.py)
-            del d["canaries"]
+        for key in ("canaries", "reference"):  # ids of specs without them are unchanged (tests/test_pinned.py)
+            if d[key] is None:
+                del d[key]
         return d
 
     @property
@@ -117,6 +121,7 @@ class TargetSpec:
             train_size=d["train_size"],
             seed=d["seed"],
             canaries=CanarySpec(**d["canaries"]) if d.get("canaries") else None,
+            reference=d.get("reference"),
         )
 
 

@@ -30,8 +30,24 @@ def check_data(cfg) -> None:
     from .sweep_config import check_pool  # issue 13: canaries and utility held-out images fit the pool
 
     check_pool(cfg, len(source))
+    check_reference_pool(cfg, len(source))
     from .door import check_inputs  # issue 14: pool content + model.pretrained, before Ray (mia_ray/door.py)
     check_inputs(cfg, source)
+
+
+def check_reference_pool(cfg, pool_size: int) -> None:
+    """LiRA's reference models draw from a universe of 2 x train_size pool images (``mia_ray.references``)."""
+    refs = [a for a in cfg.attacks.values() if getattr(getattr(a, "params", None), "references", 0)]
+    if refs and cfg.model.pretrained:
+        raise ConfigError(
+            f"attacks.{refs[0].name}: reference models are trained with the target's recipe, which a "
+            "pretrained target (model.pretrained) does not have; allowed: targets trained by the sweep"
+        )
+    if refs and 2 * max(cfg.train_sizes) > pool_size:
+        raise ConfigError(
+            f"attacks.{refs[0].name}.references: reference models need 2 x max(train_sizes) = "
+            f"{2 * max(cfg.train_sizes)} pool images, the pool has {pool_size}; lower train_sizes"
+        )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from . import audit, calibration
 from .config import DataConfig, Trial, spec_json
 from .metrics import summarize
+from .references import half_mask, universe
 from .steps import as_step
 
 SCHEMA_VERSION = 2
@@ -314,6 +315,25 @@ def write_grid(root: str, trial_id: str, png: bytes) -> str:
     return path
 
 
+# --- lira: references/ (which universe samples each LiRA reference model trained on) ----------------------
+REFERENCES = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("target_id", pa.string()),
+        ("reference_id", pa.string()),
+        ("reference_index", pa.int64()),
+        ("sample_id", pa.int64()),
+        ("included", pa.bool_()),
+        ("schema_version", pa.int32()),
+    ]
+)
+SCHEMAS["references"] = REFERENCES
+TABLE_ADDED_IN["references"] = 2
+OPTIONAL_TABLES = (*OPTIONAL_TABLES, "references")  # written only by trials with a reference attack (lira)
+WRITE_ORDER = ("scores", "splits", "targets", "calibrated", "audit", "references", "metrics")  # metrics last
+
+
 # --------------------------------------------------------------------------------------------------
 # The rows of each table. ``keys`` are the columns that name the trial: sweep, trial_id, target_id.
 # --------------------------------------------------------------------------------------------------
@@ -378,6 +398,17 @@ def target_rows(keys: dict, trial: Trial, meta: dict, checkpoint: str) -> list[d
             "spec_json": spec_json(spec),
             **target_extra_columns({"secure_mode": spec.dp.secure_mode, **meta}),  # issue 13 (utilaudit)
         }
+    ]
+
+
+def reference_rows(keys: dict, trial: Trial, reference_ids: list[str], pool_size: int) -> list[dict]:
+    """``references/``: per reference model of the trial and sample of its universe, whether it trained on it."""
+    spec = trial.spec
+    u = universe(pool_size, spec.train_size, spec.seed).tolist()
+    return [
+        {**keys, "reference_id": rid, "reference_index": r, "sample_id": int(i), "included": bool(m)}
+        for r, rid in enumerate(reference_ids)
+        for i, m in zip(u, half_mask(spec.train_size, spec.seed, r).tolist(), strict=True)
     ]
 
 
@@ -529,7 +560,8 @@ def write_trial_table(root: str, table: str, trial_id: str, rows: list[dict]) ->
 def write_trial(root: str, trial_id: str, tables: dict[str, list[dict]]) -> None:
     """Write one trial's tables (rows by table name) atomically, file by file, metrics last."""
     for table in WRITE_ORDER:
-        write_trial_table(root, table, trial_id, tables[table])
+        if table in tables:  # references/: only trials with a reference attack (lira)
+            write_trial_table(root, table, trial_id, tables[table])
 
 
 def write_text_atomic(root: str, name: str, text: str) -> None:

@@ -66,6 +66,11 @@ def plan_text(cfg, trials) -> str:
         f"{cfg.eval_size} members + {cfg.eval_size} non-members scored per target",
         f"  training: {cfg.train.steps} steps x batch {cfg.train.batch_size} per target (skipped when stored)",
     ]
+    refs = max((getattr(a.params, "references", 0) for a in trials[0].attacks
+                if getattr(ATTACKS.get(a.name), "needs_references", False)), default=0)
+    if refs:
+        lines.append(f"  reference models (LiRA): {refs} per target = {refs * len(trials)} more trainings of "
+                     f"the same recipe, each on half of a 2 x train_size universe (skipped when stored)")
     total = 0
     for a in trials[0].attacks:
         n = 2 * (cfg.eval_size if a.max_samples is None else min(cfg.eval_size, a.max_samples))
@@ -75,8 +80,11 @@ def plan_text(cfg, trials) -> str:
             lines.append(f"  attack {a.name}: {n} samples per target, step-free (ODE: forward+backward per NFE)")
             continue
         k = len(steps) * getattr(a.params, "draws", 1)
-        total += n * k * len(trials)
-        lines.append(f"  attack {a.name}: {n} samples x {k} step-draws = {n * k:,} forward passes per target")
+        models = 1 + (refs if getattr(ATTACKS.get(a.name), "needs_references", False) else 0)
+        total += n * k * len(trials) * models
+        per = f" x {models} models" if models > 1 else ""
+        lines.append(f"  attack {a.name}: {n} samples x {k} step-draws{per} = {n * k * models:,} forward passes "
+                     "per target")
     lines.append(f"  step-wise forward passes in all: {total:,}")
     lines.extend(_issue13_lines(cfg))
     lines.append(resources_line(cfg.resources))

@@ -1,5 +1,5 @@
 """A simulated multi-node cluster on one machine (``ray.cluster_utils.Cluster``): a 1-CPU head and two worker
-nodes of 1 CPU + 1 logical GPU each. Torch sees no CUDA, so every actor scores on CPU (as intended).
+nodes of 1 CPU + 1 logical GPU each. Torch sees no CUDA, so every scoring task runs on CPU (as intended).
 
 All nodes share this machine's filesystem and IP address, so node-local output paths are accepted
 (``preflight.check_output`` refuses them only when the cluster spans several hosts).
@@ -47,12 +47,13 @@ KEY = ["attack", "step", "sample_id"]
 
 @dataclass
 class PacedLossParams(LossParams):
-    seconds: float = 1.0  # sleep per batch, so that scoring outlasts the start-up of every actor
+    seconds: float = 1.0  # sleep per batch, so that scoring outlasts the start-up of every worker
     steps: list[int] = field(default_factory=lambda: [0])
+    busy_dir: str = ""  # when set, each batch drops a file named after its node id here (node removal test)
 
 
 # A plugin (``plugins: [test_multinode]``; conftest puts tests/ on the workers' PYTHONPATH): the loss attack,
-# slowed down. A tiny model scores a batch in milliseconds; without the pause the first actor to start would
+# slowed down. A tiny model scores a batch in milliseconds; without the pause the first worker to start would
 # score every batch before its peers are up, and nothing would be spread.
 if "paced_loss" not in ATTACKS:
 
@@ -61,6 +62,9 @@ if "paced_loss" not in ATTACKS:
         Params = PacedLossParams
 
         def run(self, adapter, images, sample_ids, params):
+            if params.busy_dir:  # scoring runs as tasks (no actor to find): say where a batch is in flight
+                os.makedirs(params.busy_dir, exist_ok=True)
+                open(os.path.join(params.busy_dir, ray.get_runtime_context().get_node_id()), "w").close()
             time.sleep(params.seconds)
             return super().run(adapter, images, sample_ids, params)
 
@@ -113,9 +117,9 @@ def test_scorers_spread_over_nodes_and_match_a_single_process(cluster, store_dir
     trial = sweep_config.expand(cfg)[0]
     rows, _ = eval_samples(trial)
 
-    # one trial scored straight through Ray Data: 32 samples in batches of 4 on 2 one-GPU actors
+    # one trial scored straight through Ray Data: 32 samples in batches of 4 on 2 one-GPU scoring tasks
     cols, nodes = score_with_ray(store_dir, spec_json(trial.spec), trial.attacks, rows, cfg.resources)
-    assert len(nodes) >= 2 and nodes <= worker_nodes(cluster), nodes  # GPU actors: worker nodes only
+    assert len(nodes) >= 2 and nodes <= worker_nodes(cluster), nodes  # GPU tasks: worker nodes only
     there = steps_as_int64(pd.DataFrame(cols)).sort_values(KEY).reset_index(drop=True)
     here = reference[trial.trial_id]
     assert here[KEY].equals(there[KEY])
@@ -134,18 +138,23 @@ def test_scorers_spread_over_nodes_and_match_a_single_process(cluster, store_dir
 
 @pytest.mark.timeout(400)
 def test_losing_a_worker_node_mid_sweep_still_completes(cluster, tmp_path):
-    """A worker node disappears while its scorer actor has batches in flight (2 trials, one at a time): Ray
-    restarts the actor on the remaining worker, and the sweep ends with complete, exact results."""
+    """A worker node disappears while its scoring tasks have batches in flight (2 trials, one at a time): Ray
+    Data retries the lost tasks on the remaining worker, and the sweep ends with complete, exact results."""
     store = str(tmp_path / "store")
     out = tmp_path / "out"
-    sweep = write_sweep(tmp_path / "s.yaml", store, train_sizes=[64, 80])
-    reference = in_process_scores(sweep)  # also stores the targets: the sweep goes straight to scoring
+    busy = str(tmp_path / "busy")
+    sweep = write_sweep(tmp_path / "s.yaml", store, train_sizes=[64, 80],
+                        attacks={**MULTINODE["attacks"], "paced_loss": {"seconds": 1.0, "busy_dir": busy}})
+    reference = in_process_scores(sweep)
+    if os.path.isdir(busy):
+        for f in os.listdir(busy):  # in_process_scores ran the plugin too
+            os.remove(os.path.join(busy, f))  # also stores the targets: the sweep goes straight to scoring
     env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     cmd = [sys.executable, "-m", "mia_ray.sweep", sweep, "--output", str(out), "--no-report"]
     log = open(tmp_path / "sweep.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        victim = wait_for_a_busy_scorer(cluster, proc, deadline=time.time() + 200)
+        victim = wait_for_a_busy_scorer(cluster, proc, busy, deadline=time.time() + 200)
         cluster.remove_node(victim)  # no replacement: the rest of the sweep runs on the one worker left
         cluster.workers.remove(victim)
         rc = proc.wait(timeout=300)
@@ -167,14 +176,14 @@ def test_losing_a_worker_node_mid_sweep_still_completes(cluster, tmp_path):
         assert there[KEY].equals(here[KEY]) and np.array_equal(there.score.to_numpy(), here.score.to_numpy()), tid
 
 
-def wait_for_a_busy_scorer(cluster, proc, deadline):
-    """The worker node of a live scoring actor (Ray Data's ``MapWorker`` running ``Scorer``)."""
+def wait_for_a_busy_scorer(cluster, proc, busy_dir, deadline):
+    """A worker node where a scoring task has a batch in flight (its paced_loss dropped a file in ``busy_dir``)."""
     workers = {w.node_id: w for w in cluster.workers}
     while time.time() < deadline:
         assert proc.poll() is None, "the sweep ended before a node could be removed"
-        for a in ray._private.state.actors().values():  # GCS actor table: works without the dashboard
-            node = a.get("Address", {}).get("NodeID")
-            if a.get("State") == "ALIVE" and "Scorer" in a.get("ActorClassName", "") and node in workers:
+        names = os.listdir(busy_dir) if os.path.isdir(busy_dir) else []
+        for node in names:
+            if node in workers:
                 return workers[node]
         time.sleep(0.2)
-    raise AssertionError("no scoring actor started in time")
+    raise AssertionError("no scoring task started in time")

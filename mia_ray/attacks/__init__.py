@@ -1,6 +1,6 @@
 """Membership-inference attacks, registered by name (``ATTACKS``), and the one-pass scorer."""
 
-from . import likelihood, loss, pia, secmi, sima  # noqa: F401  (registration)
+from . import likelihood, lira, loss, pia, secmi, sima  # noqa: F401  (registration)
 from .adapter import DiffusionAdapter
 from .base import ATTACKS, Attack, AttackOutput, Cost, ModelAdapter, StepMixin
 from .costs import likelihood_cost

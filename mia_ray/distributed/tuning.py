@@ -20,8 +20,8 @@ from ray import tune
 from .. import results
 from ..config import Trial, spec_from_json, spec_json
 from ..training import TargetStore, get_or_train
-from ..trial import eval_samples, summary_line, write_results
-from .scoring import import_plugins, score_with_ray
+from ..trial import eval_samples, reference_attacks, summary_line, trial_references, write_results
+from .scoring import import_plugins, score_models_with_ray
 
 log = logging.getLogger("mia_ray")
 # What a trial itself holds: no CPU (its work runs in tasks and actors with their own resources) and a
@@ -68,29 +68,44 @@ def run_one(trial: Trial, ctx: SweepContext) -> dict:
     _setup_logging()
     import_plugins(ctx.plugins)
     rows, split = eval_samples(trial)
-    target = _trained_target(trial, ctx)
+    ref_specs = trial_references(trial)
+    target, *refs = _trained_targets(trial, [trial.spec, *ref_specs], ctx)
     utility = _stored_utility(trial, ctx, target)
     t1 = time.monotonic()
-    scores, nodes = score_with_ray(ctx.store, spec_json(trial.spec), trial.attacks, rows, ctx.resources, ctx.plugins)
+    models = [(spec_json(trial.spec), trial.attacks)] + [(spec_json(s), reference_attacks(trial)) for s in ref_specs]
+    per_model, nodes = score_models_with_ray(ctx.store, models, rows, ctx.resources, ctx.plugins)
     t2 = time.monotonic()
-    metric_rows = write_results(ctx.root, ctx.sweep, trial, target, split, scores, ctx.n_boot, utility)
-    log.info("%s: scored in %.0f s (actor start-up included), results written in %.0f s",
-             trial.trial_id, t2 - t1, time.monotonic() - t2)
+    references = list(zip(refs, per_model[1:], strict=True))
+    metric_rows = write_results(ctx.root, ctx.sweep, trial, target, split, per_model[0], ctx.n_boot, utility,
+                                references)
+    log.info("%s: %d model(s) scored in %.1f s, results written in %.1f s",
+             trial.trial_id, len(models), t2 - t1, time.monotonic() - t2)
     return _report(trial, metric_rows, nodes)
 
 
-def _trained_target(trial: Trial, ctx: SweepContext):
-    """The stored target of the trial, trained first in a task with the training resources when missing (the
-    same task measures its utility when that is asked for and not stored yet)."""
+def _trained_targets(trial: Trial, specs: list, ctx: SweepContext) -> list:
+    """The stored targets of ``specs`` (the trial's target, then its reference models): those missing are
+    trained together, one task each with the training resources, outside the trial's placement group. A
+    reference already stored (by another target of the same recipe, or another sweep) is reused. The target's
+    task also measures its utility when that is asked for and not stored yet."""
     store = TargetStore(ctx.store)
-    found = store.get(trial.spec)
+    found = store.get(specs[0])
+    missing = [s for s in specs[1:] if store.get(s) is None]
     if found is None or _utility_missing(trial, ctx, found):
+        missing.insert(0, specs[0])
+    if missing:
         r, t0 = ctx.resources, time.monotonic()
         task = _train_task.options(num_cpus=r.train_cpus, num_gpus=r.train_gpus, scheduling_strategy="DEFAULT")
         threads = int(max(1, r.train_cpus))
-        ray.get(task.remote(ctx.store, spec_json(trial.spec), threads, ctx.plugins, trial.utility, trial.heldout_from))
-        log.info("%s: target trained / utility measured in %.0f s", trial.trial_id, time.monotonic() - t0)
-    return store.get(trial.spec)
+        ray.get([
+            task.remote(ctx.store, spec_json(s), threads, ctx.plugins,
+                        *((trial.utility, trial.heldout_from) if s is specs[0] else ()))
+            for s in missing
+        ])
+        log.info("%s: %d model(s) trained in %.0f s (%d reference(s) of %d already stored)", trial.trial_id,
+                 len(missing), time.monotonic() - t0, sum(s.reference is not None for s in specs)
+                 - sum(s.reference is not None for s in missing), len(specs) - 1)
+    return [store.get(s) for s in specs]
 
 
 def _utility_missing(trial: Trial, ctx: SweepContext, target) -> bool:

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..config import TargetSpec
 from ..data import make_split, open_source
+from ..references import reference_ids
 from .store import Target, TargetStore
 from .train import train_target
 
@@ -39,9 +40,12 @@ def get_or_train(
 
 
 def member_images(spec: TargetSpec) -> np.ndarray:
-    """The training members of ``spec``: the first ``train_size`` ids of its seeded split (then its included
-    canaries, when it has any: ``mia_ray.canaries.training_ids``)."""
+    """The training members of ``spec``: the first ``train_size`` ids of its seeded split, or for a LiRA
+    reference model its half of the universe (``mia_ray.references``); then its included canaries, when it
+    has any (``mia_ray.canaries.training_ids``)."""
     source = open_source(spec.data)
+    if spec.reference is not None:
+        return source.load(reference_ids(len(source), spec.train_size, spec.seed, spec.reference))
     if spec.canaries is not None:
         from ..canaries import training_ids
 
