@@ -16,13 +16,15 @@ LOCAL_SYSTEM_CONFIG = {"num_workers_soft_limit": 16, "idle_worker_killing_time_t
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int | None):
-    """Yield with Ray initialised: join ``address``, else start a local Ray; shut down only what we started."""
+def ray_session(address: str | None, num_cpus: int | None, log_to_driver: bool = True):
+    """Yield with Ray initialised: join ``address``, else start a local Ray; shut down only what we started.
+    ``log_to_driver=False`` keeps the workers' output in Ray's log files (the sweep's quiet console)."""
     if ray.is_initialized():
         yield
         return
     local = {} if address else {"num_cpus": num_cpus, "_system_config": LOCAL_SYSTEM_CONFIG}
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False, **local)
+    ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False,
+             **local)
     try:
         yield
     finally:

@@ -19,6 +19,7 @@ from ray import tune
 
 from .. import results
 from ..config import Trial, spec_from_json, spec_json
+from ..errors import MiaRayError
 from ..training import TargetStore, get_or_train
 from ..trial import eval_samples, summary_line, write_results
 from .scoring import import_plugins, score_with_ray
@@ -45,24 +46,46 @@ def _setup_logging():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
 
+def quiet_known_warnings() -> None:
+    """Silence warnings known to be harmless here, once per process, at their source.
+
+    * Opacus "Secure RNG turned off": a target is trained to be measured, never released; a release needs
+      secure_mode (csprng), which is a training option, not something to nag about once per DP target.
+    * torch "non-full backward hook" / "Full backward hook will not fire": Opacus' GradSampleModule registers
+      its per-sample-gradient hooks this way; the hooks it needs do fire (the DP tests check the gradients).
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"Secure RNG turned off", category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"(Using a non-full backward hook|Using non-full backward hooks|Full backward hook will "
+        r"not fire)", category=UserWarning,
+    )
+
+
 @ray.remote
 def _train_task(store_root: str, spec_text: str, threads: int, plugins: list) -> str:
     """Train and store a target (no-op when stored); runs with the resources of the training task."""
     import torch
 
     _setup_logging()
+    quiet_known_warnings()
     import_plugins(plugins)
     torch.set_num_threads(max(1, threads))
     target = get_or_train(TargetStore(store_root), spec_from_json(spec_text), progress=True)
     return target.target_id
 
 
-def run_one(trial: Trial, ctx: SweepContext) -> dict:
-    """Everything a Tune trial does: target -> samples -> scores (Ray Data) -> tables; returns its report."""
+def run_one(trial: Trial, ctx: SweepContext, on_trained=None) -> dict:
+    """Everything a Tune trial does: target -> samples -> scores (Ray Data) -> tables; returns its report.
+    ``on_trained(seconds, stored)`` is called once the target is there (the console's "trained" event)."""
     _setup_logging()
     import_plugins(ctx.plugins)
     rows, split = eval_samples(trial)
-    target = _trained_target(trial, ctx)
+    t0 = time.monotonic()
+    target, stored = _trained_target(trial, ctx)
+    if on_trained is not None:
+        on_trained(time.monotonic() - t0, stored)
     t1 = time.monotonic()
     scores, nodes = score_with_ray(ctx.store, spec_json(trial.spec), trial.attacks, rows, ctx.resources, ctx.plugins)
     t2 = time.monotonic()
@@ -75,12 +98,13 @@ def run_one(trial: Trial, ctx: SweepContext) -> dict:
 def _trained_target(trial: Trial, ctx: SweepContext):
     """The stored target of the trial, trained first in a task with the training resources when missing."""
     store = TargetStore(ctx.store)
-    if store.get(trial.spec) is None:
-        r, t0 = ctx.resources, time.monotonic()
-        task = _train_task.options(num_cpus=r.train_cpus, num_gpus=r.train_gpus, scheduling_strategy="DEFAULT")
-        ray.get(task.remote(ctx.store, spec_json(trial.spec), int(max(1, r.train_cpus)), ctx.plugins))
-        log.info("%s: target trained in %.0f s", trial.trial_id, time.monotonic() - t0)
-    return store.get(trial.spec)
+    if store.get(trial.spec) is not None:
+        return store.get(trial.spec), True
+    r, t0 = ctx.resources, time.monotonic()
+    task = _train_task.options(num_cpus=r.train_cpus, num_gpus=r.train_gpus, scheduling_strategy="DEFAULT")
+    ray.get(task.remote(ctx.store, spec_json(trial.spec), int(max(1, r.train_cpus)), ctx.plugins))
+    log.info("%s: target trained in %.0f s", trial.trial_id, time.monotonic() - t0)
+    return store.get(trial.spec), False
 
 
 def _report(trial: Trial, metric_rows: list, nodes: set) -> dict:
@@ -93,12 +117,77 @@ def _report(trial: Trial, metric_rows: list, nodes: set) -> dict:
     return report
 
 
+def user_error(e: BaseException) -> MiaRayError | None:
+    """The MiaRayError behind ``e`` (itself, or the cause of a Ray task / actor error wrapping it), else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MiaRayError):
+            return e
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return None
+
+
+def one_line(e: BaseException) -> str:
+    """``e``'s message as one line (a Ray error's first line: the rest is its traceback)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def _trainable(config, trials=None, ctx=None):
-    tune.report(run_one(trials[config["trial"]], ctx))
+    """A Tune trial. A user error (config, data, checkpoint: a MiaRayError, however deep in Ray it was raised)
+    is deterministic: it is reported as the trial's result, so Tune does not retry it; any other exception
+    propagates and FailureConfig retries the trial (a lost actor or node)."""
+    trial = trials[config["trial"]]
+
+    def on_trained(seconds, stored):
+        tune.report({"trial": trial.trial_id, "event": "trained", "train_seconds": seconds, "stored": stored})
+
+    try:
+        report = run_one(trial, ctx, on_trained)
+    except Exception as e:
+        err = user_error(e)
+        if err is None:
+            raise
+        tune.report({"trial": trial.trial_id, "event": "failed", "error": one_line(err)})
+        return
+    tune.report({**report, "event": "done"})
 
 
-def run_tune(trials: list[Trial], ctx: SweepContext) -> list:
-    """Run the trials that are not complete yet; returns the Tune errors (empty on success)."""
+class _Console(tune.Callback):
+    """Relays Tune's events on the driver to the sweep's console (``mia_ray.progress.SweepProgress``)."""
+
+    def __init__(self, console):
+        self.console = console
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        event, tid = result.get("event"), result.get("trial", trial.config.get("trial"))
+        if event == "trained":
+            self.console.trained(tid, result.get("train_seconds"), bool(result.get("stored")))
+        elif event == "failed":
+            self.console.failed(tid, result.get("error", "?"))
+        elif event == "done":
+            self.console.finished(tid, summary_text(result))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.console.failed(trial.config.get("trial"), "failed after retries (see --verbose for Ray's traceback)")
+
+
+def summary_text(report: dict) -> str:
+    """``loss AUC 0.81 (step 100), pia AUC 0.93 (step 50)``: one finished target's best per attack."""
+    parts = []
+    for key in sorted(k for k in report if k.endswith("_auc")):
+        attack = key[: -len("_auc")]
+        step = report.get(f"{attack}_step")
+        parts.append(f"{attack} AUC {report[key]:.3f}" + ("" if step is None else f" (step {step})"))
+    return ", ".join(parts)
+
+
+def run_tune(trials: list[Trial], ctx: SweepContext, console=None, verbose: bool = True) -> list:
+    """Run the trials that are not complete yet; returns one line per failed trial (``trial_id: message``).
+
+    ``console``: receives trained / finished / failed events (``mia_ray.progress.SweepProgress``);
+    ``verbose``: Tune's own status tables (else Tune prints nothing)."""
     todo = {t.trial_id: t for t in trials if not results.trial_done(ctx.root, t.trial_id)}
     if not todo:
         return []
@@ -115,9 +204,18 @@ def run_tune(trials: list[Trial], ctx: SweepContext) -> list:
         run_config=tune.RunConfig(
             name=f"{ctx.sweep}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=storage,
-            failure_config=tune.FailureConfig(max_failures=2),
-            verbose=1,
+            failure_config=tune.FailureConfig(max_failures=2),  # transient failures; user errors: _trainable
+            verbose=1 if verbose else 0,
+            callbacks=[_Console(console)] if console is not None else None,
         ),
     )
     grid = tuner.fit()
-    return [str(e).splitlines()[0] for e in grid.errors]
+    failed = []
+    for r in grid:
+        tid = (r.config or {}).get("trial", "?")
+        if r.error is not None:
+            err = user_error(r.error)
+            failed.append(f"{tid}: {one_line(err if err is not None else r.error)}")
+        elif (r.metrics or {}).get("event") == "failed":
+            failed.append(f"{tid}: {r.metrics.get('error', '?')}")
+    return failed
