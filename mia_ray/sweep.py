@@ -170,12 +170,14 @@ def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | Non
     """Check the cluster, record the sweep, run the trials not yet complete; returns the trial errors."""
     from . import results, sweep_config
     from .distributed.session import cluster_view, ray_session
-    from .distributed.tuning import SweepContext, run_tune
+    from .distributed.tuning import SweepContext, quiet_ray_driver, run_tune
     from .preflight import check_output, check_resources, resolve_resources
     from .progress import SweepProgress
 
     if not sys.stderr.isatty() or not verbose:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if not verbose:
+        quiet_ray_driver()
     # without --verbose the workers' output (Ray Data, trial logs, per-target training lines) stays in Ray's
     # log files (/tmp/ray/session_latest/logs); the sweep's console reports each target's events instead
     with ray_session(address, cfg.resources.num_cpus, log_to_driver=verbose):

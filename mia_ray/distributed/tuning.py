@@ -63,6 +63,30 @@ def quiet_known_warnings() -> None:
     )
 
 
+# Messages that Ray's raylet pushes to every driver, known to be harmless here (dropped without --verbose):
+# Ray Data's detached ActorLocationTracker being restarted between trials (its calls are retried forever), and
+# the "constructor arguments in the object store" warning for Ray Data's map actors (ray-project/ray#57733).
+HARMLESS_RAY_MESSAGES = ("ActorLocationTracker", "has constructor arguments in the object store")
+
+
+def quiet_ray_driver() -> None:
+    """Drop the known-harmless raylet messages on this driver. Ray prints them from a background thread through
+    ``ray._private.worker.print_to_stdstream`` whatever ``log_to_driver`` says; everything else still prints."""
+    from ray._private import worker
+
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_mia_ray_quiet", False):
+        return
+
+    def print_to_stdstream(data, ignore_prefix: bool = False):
+        lines = [ln for ln in data.get("lines", []) if not any(m in ln for m in HARMLESS_RAY_MESSAGES)]
+        if lines:
+            original({**data, "lines": lines}, ignore_prefix)
+
+    print_to_stdstream._mia_ray_quiet = True
+    worker.print_to_stdstream = print_to_stdstream
+
+
 @ray.remote
 def _train_task(store_root: str, spec_text: str, threads: int, plugins: list) -> str:
     """Train and store a target (no-op when stored); runs with the resources of the training task."""
@@ -122,9 +146,10 @@ def user_error(e: BaseException) -> MiaRayError | None:
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, MiaRayError):
+        cause = getattr(e, "cause", None)  # RayTaskError: also an instance of its cause's class, but its text is
+        if isinstance(e, MiaRayError) and not isinstance(cause, BaseException):  # the traceback: take the cause
             return e
-        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+        e = cause if isinstance(cause, BaseException) else (e.__cause__ or e.__context__)
     return None
 
 

@@ -1,0 +1,104 @@
+"""The sweep's console (issue 14 item 4) and failed trials (item 2): a tiny sweep prints the plan, one line per
+target and the summary (no Ray/Tune chatter, no traceback); a user error inside a trial fails that trial once,
+with one line, the report is still written from what finished, and the exit status is 1."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sweep_files import read, write_sweep
+
+from mia_ray.errors import DataError
+from mia_ray.progress import SweepProgress
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = "mia_ray_console_plugins"  # tests/mia_ray_console_plugins.py: fussy_digits fails for > 40 members
+
+
+def run_cli(tmp: Path, sweep: str, *flags) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1",
+           "MIA_RAY_CACHE": str(tmp / "cache"), "MIA_RAY_TEST_FAILS": str(tmp / "fails.log")}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "mia_ray.sweep", sweep, "--output", str(tmp / "out"), *flags],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+
+
+def fussy_sweep(tmp: Path, train_sizes: list[int]) -> str:
+    return write_sweep(tmp / "sweep.yaml", str(tmp / "store"), name="console", train_sizes=train_sizes,
+                       eval_size=8, data={"source": "fussy_digits"}, plugins=[PLUGIN],
+                       attacks={"loss": {"steps": [0, 50]}},
+                       resources={"num_cpus": 2, "max_concurrent_trials": 1})
+
+
+@pytest.mark.slow
+def test_two_target_sweep_one_failing_in_its_trial(tmp_path):
+    p = run_cli(tmp_path, fussy_sweep(tmp_path, [16, 48]))
+    out = p.stdout + p.stderr
+    lines = out.splitlines()
+    assert p.returncode == 1, out
+    assert "Traceback" not in out and "(raylet)" not in out and "Trial status" not in out, out
+    # plan (~7 lines), 2 target lines, the summary table and the findings, the failure and the paths
+    assert len(lines) <= 45, f"{len(lines)} lines:\n{out}"
+    failed = [ln for ln in p.stderr.splitlines() if ln.startswith("error: trial ddpm-n48")]
+    assert len(failed) == 1 and "fussy_digits: cannot read 48 images at once" in failed[0], p.stderr
+    assert (tmp_path / "fails.log").read_text().count("\n") == 1  # a user error is not retried
+    assert "done 1/2: ddpm-n16" in p.stdout and "FAILED ddpm-n48" in p.stdout, p.stdout
+    root = tmp_path / "out" / "console"
+    assert set(read(str(root), "metrics")["train_size"]) == {16}  # what finished is kept and summarised
+    assert (root / "report.html").exists() or "report:" in p.stdout, p.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_where_nothing_finished_says_so_in_one_line(tmp_path):
+    p = run_cli(tmp_path, fussy_sweep(tmp_path, [48]))
+    assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+    assert "error: no trial finished: nothing to summarise or report" in p.stderr.splitlines(), p.stderr
+
+
+def test_console_on_a_terminal_is_one_bar_and_a_line_per_target():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    c = SweepProgress(3, done=1, stream=tty)
+    c.trained("a", 2.0)
+    c.finished("a", "loss AUC 0.900 (step 50)")
+    c.failed("b", "data.path: x.npy image 3: contains NaN")
+    c.close()
+    text = tty.getvalue()
+    assert "targets scored" in text and "3/3" in text and "trained 2/3" in text and "failed 1" in text
+    assert "done 2/3: a  loss AUC 0.900 (step 50)" in text and "FAILED b: data.path: x.npy" in text
+    plain = io.StringIO()
+    c = SweepProgress(2, stream=plain)
+    c.trained("a", 2.0)
+    c.trained("b", None, stored=True)
+    c.finished("a", "loss AUC 0.500")
+    c.close()
+    got = [ln.split("] ", 1)[1] for ln in plain.getvalue().splitlines()]
+    assert got == ["trained 1/2: a (trained in 2 s)", "trained 2/2: b (found in the store)",
+                   "done 1/2: a  loss AUC 0.500"]
+
+
+def test_user_errors_are_found_behind_ray_errors():
+    from ray.exceptions import RayTaskError
+
+    from mia_ray.distributed.tuning import one_line, user_error
+
+    cause = DataError("data.path: p.npy image 7: contains NaN or inf")
+    wrapped = RayTaskError("train", "Traceback (most recent call last):\n  ...", cause).as_instanceof_cause()
+    assert isinstance(wrapped, DataError) and str(wrapped) != str(cause)  # its text is the remote traceback
+    assert user_error(wrapped) is cause and one_line(user_error(wrapped)) == str(cause)
+    try:
+        try:
+            raise cause
+        except DataError as e:
+            raise RuntimeError("scoring failed") from e
+    except RuntimeError as e:
+        assert user_error(e) is cause
+    assert user_error(RuntimeError("actor died")) is None
