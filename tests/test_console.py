@@ -41,9 +41,10 @@ def test_two_target_sweep_one_failing_in_its_trial(tmp_path):
     out = p.stdout + p.stderr
     lines = out.splitlines()
     assert p.returncode == 1, out
-    assert "Traceback" not in out and "(raylet)" not in out and "Trial status" not in out, out
-    # plan (~7 lines), 2 target lines, the summary table and the findings, the failure and the paths
-    assert len(lines) <= 45, f"{len(lines)} lines:\n{out}"
+    for chatter in ("Traceback", "(raylet)", "Trial status", "Configuration for experiment", "INFO"):
+        assert chatter not in out, out
+    # plan (9 lines), 3 target lines, the summary table (2 + 1 rows) and the findings (7), paths, 2 errors
+    assert len(lines) <= 40, f"{len(lines)} lines:\n{out}"
     failed = [ln for ln in p.stderr.splitlines() if ln.startswith("error: trial ddpm-n48")]
     assert len(failed) == 1 and "fussy_digits: cannot read 48 images at once" in failed[0], p.stderr
     assert (tmp_path / "fails.log").read_text().count("\n") == 1  # a user error is not retried
@@ -55,8 +56,10 @@ def test_two_target_sweep_one_failing_in_its_trial(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_where_nothing_finished_says_so_in_one_line(tmp_path):
-    p = run_cli(tmp_path, fussy_sweep(tmp_path, [48]))
-    assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+    """(with --verbose: Ray's and Tune's own output back, the same outcome)"""
+    p = run_cli(tmp_path, fussy_sweep(tmp_path, [48]), "--verbose")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "Trial status" in p.stdout + p.stderr  # Tune's own table is back
     assert "error: no trial finished: nothing to summarise or report" in p.stderr.splitlines(), p.stderr
 
 

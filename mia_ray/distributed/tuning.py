@@ -216,6 +216,8 @@ def run_tune(trials: list[Trial], ctx: SweepContext, console=None, verbose: bool
     todo = {t.trial_id: t for t in trials if not results.trial_done(ctx.root, t.trial_id)}
     if not todo:
         return []
+    if not verbose:  # Tune's new console prints its experiment header and paths even at verbose=0; the
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # legacy reporter prints nothing at verbose=0 (Ray 2.58)
     local = "://" not in ctx.root
     storage = os.path.join(os.path.dirname(ctx.root), "_tune") if local else None
     trainable = tune.with_resources(
