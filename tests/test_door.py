@@ -319,8 +319,7 @@ def test_given_pool_records_membership_and_reads_both_sets(tmp_path):
 
 
 def given_cfg(tmp_path, source, members, nonmembers):
-    data = SimpleNamespace(**vars(DataConfig(source=source, resolution=8, channels=1)), members=str(members),
-                           nonmembers=str(nonmembers))
+    data = DataConfig(source=source, resolution=8, channels=1, members=str(members), nonmembers=str(nonmembers))
     return SimpleNamespace(data=data, store=str(tmp_path / "store"), output=str(tmp_path / "out"),
                            model=SimpleNamespace(pretrained=None))
 
