@@ -105,3 +105,29 @@ def test_user_errors_are_found_behind_ray_errors():
     except RuntimeError as e:
         assert user_error(e) is cause
     assert user_error(RuntimeError("actor died")) is None
+
+
+def test_known_harmless_dp_warnings_are_silenced_in_the_training_task():
+    import warnings
+
+    import numpy as np
+    from conftest import tiny_spec
+
+    from mia_ray.distributed.tuning import quiet_known_warnings
+    from mia_ray.training.train import train_target
+
+    spec = tiny_spec("ddpm", steps=2)
+    spec.dp.epsilon = 10.0
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 1, 8, 8)).astype(np.float32)
+
+    def messages(quiet: bool) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if quiet:
+                quiet_known_warnings()
+            train_target(spec, x, device="cpu", progress=False)
+        return [str(w.message) for w in caught]
+
+    loud = messages(False)
+    assert any("Secure RNG turned off" in m for m in loud) and any("Full backward hook" in m for m in loud), loud
+    assert not [m for m in messages(True) if "Secure RNG" in m or "Full backward hook" in m]

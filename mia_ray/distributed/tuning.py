@@ -47,20 +47,19 @@ def _setup_logging():
 
 
 def quiet_known_warnings() -> None:
-    """Silence warnings known to be harmless here, once per process, at their source.
+    """Silence two warnings known to be harmless here, in this process (a training task), at their source.
 
-    * Opacus "Secure RNG turned off": a target is trained to be measured, never released; a release needs
-      secure_mode (csprng), which is a training option, not something to nag about once per DP target.
-    * torch "non-full backward hook" / "Full backward hook will not fire": Opacus' GradSampleModule registers
-      its per-sample-gradient hooks this way; the hooks it needs do fire (the DP tests check the gradients).
+    * Opacus "Secure RNG turned off": a target is trained to be measured, never released; a release would
+      need secure_mode (csprng), a training choice, not something to repeat once per DP target.
+    * torch "Full backward hook is firing when gradients are computed with respect to module outputs since no
+      inputs require gradients": the images entering the first layer need no gradient; Opacus' per-sample
+      gradients use exactly the module outputs' gradients (and the saved activations), so nothing is lost.
     """
     import warnings
 
     warnings.filterwarnings("ignore", message=r"Secure RNG turned off", category=UserWarning)
-    warnings.filterwarnings(
-        "ignore", message=r"(Using a non-full backward hook|Using non-full backward hooks|Full backward hook will "
-        r"not fire)", category=UserWarning,
-    )
+    warnings.filterwarnings("ignore", message=r"Full backward hook is firing when gradients are computed with "
+                            r"respect to module outputs", category=UserWarning)
 
 
 # Messages that Ray's raylet pushes to every driver, known to be harmless here (dropped without --verbose):
@@ -216,8 +215,6 @@ def run_tune(trials: list[Trial], ctx: SweepContext, console=None, verbose: bool
     todo = {t.trial_id: t for t in trials if not results.trial_done(ctx.root, t.trial_id)}
     if not todo:
         return []
-    if not verbose:  # Tune's new console prints its experiment header and paths even at verbose=0; the
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # legacy reporter prints nothing at verbose=0 (Ray 2.58)
     local = "://" not in ctx.root
     storage = os.path.join(os.path.dirname(ctx.root), "_tune") if local else None
     trainable = tune.with_resources(
@@ -236,7 +233,16 @@ def run_tune(trials: list[Trial], ctx: SweepContext, console=None, verbose: bool
             callbacks=[_Console(console)] if console is not None else None,
         ),
     )
-    grid = tuner.fit()
+    # Tune's new console prints its experiment header and paths even at verbose=0; its legacy reporter prints
+    # nothing there (Ray 2.58). The switch is read when fit() starts; restored after.
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        grid = tuner.fit()
+    finally:
+        if not verbose:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT") if before is None else os.environ.update(RAY_AIR_NEW_OUTPUT=before)
     failed = []
     for r in grid:
         tid = (r.config or {}).get("trial", "?")
