@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 import time
 
 log = logging.getLogger("mia_ray")
@@ -43,6 +45,13 @@ class Progress:
             self._bar.close()
 
 
+def _columns(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class SweepProgress:
     """The sweep's console: one live bar (targets trained and scored of the total, elapsed, ETA) and one line
     per finished or failed target on a terminal; the same events as plain lines without one (CI, logs).
@@ -60,10 +69,20 @@ class SweepProgress:
         if bar if bar is not None else tty:
             from tqdm.auto import tqdm
 
+            # a terminal that reports 0 columns (a pty without a size: `script`, some CI runners) draws nothing
+            width = {"dynamic_ncols": True} if _columns(self.stream) > 0 else {"ncols": 100, "nrows": 24}
             self._bar = tqdm(total=total, initial=done, desc="targets scored", unit="target", file=self.stream,
-                             dynamic_ncols=True, bar_format="{desc} {n}/{total} |{bar}| {elapsed}<{remaining}"
-                             "{postfix}")
+                             bar_format="{desc} {n}/{total} |{bar}| {elapsed}<{remaining}{postfix}", **width)
             self._postfix()
+            # tqdm redraws only on an update; a target takes minutes, so a ticker keeps elapsed/ETA live
+            self._stop = threading.Event()
+            threading.Thread(target=self._tick, name="mia_ray-progress", daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            bar = self._bar
+            if bar is not None:
+                bar.refresh()
 
     def _postfix(self) -> None:
         failed = f", failed {self.n_failed}" if self.n_failed else ""
@@ -103,5 +122,6 @@ class SweepProgress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+            self._stop.set()
+            bar, self._bar = self._bar, None
+            bar.close()

@@ -184,7 +184,15 @@ class _Console(tune.Callback):
     def __init__(self, console):
         self.console = console
 
+    def __getstate__(self):  # Tune pickles its run config (for a restore); a live console (a bar, its ticker
+        return {"console": None}  # thread) stays with the driver
+
+    def __setstate__(self, state):
+        self.console = None
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.console is None:
+            return
         event, tid = result.get("event"), result.get("trial", trial.config.get("trial"))
         if event == "trained":
             self.console.trained(tid, result.get("train_seconds"), bool(result.get("stored")))
@@ -194,7 +202,8 @@ class _Console(tune.Callback):
             self.console.finished(tid, summary_text(result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.console.failed(trial.config.get("trial"), "failed after retries (see --verbose for Ray's traceback)")
+        if self.console is not None:
+            self.console.failed(trial.config.get("trial"), "failed after retries (see --verbose for Ray's traceback)")
 
 
 def summary_text(report: dict) -> str:
