@@ -42,7 +42,8 @@ def _list() -> None:
             for f in fields(params)
         )
         print(f"attack {name}: {opts}, max_samples=None")
-        print(f"  cost: {attack_cost(name, params(), t)[1]} per sample (these defaults, T = {t})")
+        cost, text = attack_cost(name, params(), t)
+        print(f"  cost: {text} per sample (these defaults, T = {t})" if cost else f"  {text}")
 
 
 def attack_cost(name: str, params, num_steps: int):

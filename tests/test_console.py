@@ -131,3 +131,30 @@ def test_known_harmless_dp_warnings_are_silenced_in_the_training_task():
     loud = messages(False)
     assert any("Secure RNG turned off" in m for m in loud) and any("Full backward hook" in m for m in loud), loud
     assert not [m for m in messages(True) if "Secure RNG" in m or "Full backward hook" in m]
+
+
+def test_list_and_dry_run_show_each_attacks_declared_cost(capsys, monkeypatch):
+    from mia_ray.attacks.loss import LossAttack
+    from mia_ray.sweep import main
+
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "  cost: 31 fwd per sample (these defaults, T = 1000)" in out  # pia, pian, sima
+    assert "  cost: ~95 fwd + ~95 bwd (estimate) per sample" in out  # likelihood
+    quick = str(ROOT / "sweeps" / "quickstart.yaml")
+    assert main([quick, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "attack pia: 128 samples x (6 fwd) = 768 forward passes per target" in out  # 5 steps + x0's pass
+    assert "attack secmi: 128 samples x (11 fwd) = 1,408 forward passes per target" in out
+    assert "attack likelihood: 64 samples x (~95 fwd + ~95 bwd (estimate)) = ~6,080 forward + ~6,080 backward" in out
+    assert "step-draws" not in out and "network passes in all: ~" in out
+
+    def undeclared(self, params, num_steps):
+        raise NotImplementedError
+
+    monkeypatch.setattr(LossAttack, "cost", undeclared)  # as a plugin attack that declares no cost
+    assert main([quick, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "attack loss: 128 samples per target, cost undeclared" in out
+    assert "(attacks without a declared cost not counted)" in out
+    assert main(["--list"]) == 0 and "\n  cost undeclared\n" in capsys.readouterr().out
