@@ -23,8 +23,10 @@ def ray_session(address: str | None, num_cpus: int | None, log_to_driver: bool =
         yield
         return
     local = {} if address else {"num_cpus": num_cpus, "_system_config": LOCAL_SYSTEM_CONFIG}
-    ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False,
-             **local)
+    # address "local": a new local Ray. With None, ray.init joins any cluster that `ray start` left running on
+    # this machine (and then refuses num_cpus with a traceback): the sweep's default is its own local Ray.
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=log_to_driver,
+             configure_logging=False, **local)
     try:
         yield
     finally:
