@@ -21,6 +21,10 @@ class DataConfig:
     resolution: int = 8  # images are resized to resolution x resolution
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
     key: str | None = None  # hdf5 dataset / npz array / parquet column (source default when null)
+    # Given membership (mia_ray/data/given.py): the model's training images and images it never saw, both read
+    # by ``source``; set together, instead of ``path``. Left out of the target id when null (ids stay pinned).
+    members: str | None = None
+    nonmembers: str | None = None
 
 
 @dataclass
@@ -78,6 +82,9 @@ class CanarySpec:
     eval_size: int
 
 
+OPTIONAL_DATA_KEYS = ("members", "nonmembers")
+
+
 @dataclass
 class TargetSpec:
     """Everything that determines a trained target (its content hash is the target id)."""
@@ -99,6 +106,9 @@ class TargetSpec:
         for key in ("canaries", "reference"):  # ids of specs without them are unchanged (tests/test_pinned.py)
             if d[key] is None:
                 del d[key]
+        for key in OPTIONAL_DATA_KEYS:  # added after ids were pinned: absent when null, so old ids are kept
+            if d["data"].get(key) is None:
+                d["data"].pop(key, None)
         return d
 
     @property

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from .data import open_source
 from .errors import ConfigError, DataError
 from .sweep_config import SOURCES_WITH_PATH
 
@@ -14,24 +13,26 @@ NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "beegfs", "gpfs", "ceph",
 
 def check_data(cfg) -> None:
     """The data source opens and its pool holds the largest training set plus the non-members."""
+    from .door import check_inputs, given_membership, open_pool  # issue 14: pool content + model.pretrained
+
     try:
-        source = open_source(cfg.data)
+        source = open_pool(cfg)
     except DataError as e:
         hint = ""
-        if cfg.data.source in SOURCES_WITH_PATH:
+        if cfg.data.source in SOURCES_WITH_PATH and not given_membership(cfg):
             hint = " (prepare the images as described in README 'Data', then set data.path=...)"
         raise DataError(f"{e}{hint}") from None
     need = max(cfg.train_sizes) + cfg.eval_size
-    if len(source) < need:
+    if not given_membership(cfg) and len(source) < need:  # given: sizes checked by sweep_config.given_sizes
         raise ConfigError(
             f"train_sizes/eval_size: max(train_sizes) + eval_size = {need} exceeds the pool of {len(source)} "
             f"images of {source.describe()}"
         )
-    from .sweep_config import check_pool  # issue 13: canaries and utility held-out images fit the pool
+    if not given_membership(cfg):  # given members: the pool is the user's two sets, nothing to carve from it
+        from .sweep_config import check_pool  # issue 13: canaries and utility held-out images fit the pool
 
-    check_pool(cfg, len(source))
-    check_reference_pool(cfg, len(source))
-    from .door import check_inputs  # issue 14: pool content + model.pretrained, before Ray (mia_ray/door.py)
+        check_pool(cfg, len(source))
+        check_reference_pool(cfg, len(source))
     check_inputs(cfg, source)
 
 

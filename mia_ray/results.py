@@ -344,7 +344,10 @@ def trial_keys(sweep: str, trial_id: str, target_id: str) -> dict:
 
 
 def dataset_label(data: DataConfig) -> str:
-    """The ``dataset`` column: the source name, with its path when it reads one (``folder:/data/x``)."""
+    """The ``dataset`` column: the source name, with its path when it reads one (``folder:/data/x``), or with
+    the given members and non-members (``npz:members=/d/train.npy,nonmembers=/d/test.npy``)."""
+    if getattr(data, "members", None) or getattr(data, "nonmembers", None):
+        return f"{data.source}:members={data.members},nonmembers={data.nonmembers}"
     return data.source if not data.path else f"{data.source}:{data.path}"
 
 

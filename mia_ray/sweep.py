@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import fields
 
+from .config import FamilyConfig
 from .errors import MiaRayError
 
 log = logging.getLogger("mia_ray")
@@ -23,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="results root (overrides the YAML's output:), a path or s3://...")
     p.add_argument("--address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output (logs, status tables)")
     return p
 
 
@@ -44,6 +46,7 @@ def _list(args) -> None:
         sweep_config.load(args.sweep, args.overrides)  # imports the sweep's plugins
     print("families:", ", ".join(FAMILIES.names()))
     print("data sources:", ", ".join(SOURCES.names()))
+    t = FamilyConfig().num_steps
     for name in ATTACKS.names():
         params = ATTACKS.get(name).Params
         opts = ", ".join(
@@ -51,41 +54,78 @@ def _list(args) -> None:
             for f in fields(params)
         )
         print(f"attack {name}: {opts}, max_samples=None")
+        cost, text = attack_cost(name, params(), t)
+        print(f"  cost: {text} per sample (these defaults, T = {t})" if cost else f"  {text}")
+
+
+def attack_cost(name: str, params, num_steps: int):
+    """(the attack's declared Cost or None, its text): ``31 fwd``, ``~95 fwd + ~95 bwd (estimate)``, or
+    ``cost undeclared`` for an attack (a plugin's) that does not declare one."""
+    from .attacks import ATTACKS
+
+    try:
+        cost = ATTACKS.get(name)().cost(params, num_steps)
+    except NotImplementedError:
+        return None, "cost undeclared"
+    return cost, cost.describe()
+
+
+def _passes(n: float, estimate: bool) -> str:
+    return f"{'~' if estimate else ''}{n:,.0f}"
 
 
 def plan_text(cfg, trials) -> str:
-    """What the sweep will do, with its cost in model forward passes."""
-    from .attacks import ATTACKS
-    from .steps import is_stepwise
-    from .sweep_config import results_root, store_root
+    """What the sweep will do, with its cost: samples x the network passes each attack declares per sample."""
+    from .sweep_config import given_membership, results_root, store_root
 
+    given = given_membership(cfg.data)
+    sizes = [trials[0].spec.train_size] if given else list(cfg.train_sizes)
     lines = [
         f"sweep {cfg.name!r}: {len(trials)} target(s) = families {list(cfg.families)} x train_sizes "
-        f"{list(cfg.train_sizes)} x epsilons {list(cfg.epsilons)} x seeds {list(cfg.seeds)}",
-        f"  data: {cfg.data.source}{':' + cfg.data.path if cfg.data.path else ''} at {cfg.data.resolution}px, "
-        f"{cfg.eval_size} members + {cfg.eval_size} non-members scored per target",
-        f"  training: {cfg.train.steps} steps x batch {cfg.train.batch_size} per target (skipped when stored)",
+        f"{sizes} x epsilons {list(cfg.epsilons)} x seeds {list(cfg.seeds)}",
     ]
+    from .attacks import ATTACKS
+
     refs = max((getattr(a.params, "references", 0) for a in trials[0].attacks
                 if getattr(ATTACKS.get(a.name), "needs_references", False)), default=0)
+    if given:
+        lines.append(f"  data: given members {cfg.data.members} + non-members {cfg.data.nonmembers} "
+                     f"({cfg.data.source}) at {cfg.data.resolution}px, {cfg.eval_size} of each scored per target")
+    else:
+        where = f"{cfg.data.source}{':' + cfg.data.path if cfg.data.path else ''}"
+        lines.append(f"  data: {where} at {cfg.data.resolution}px, {cfg.eval_size} members + {cfg.eval_size} "
+                     "non-members scored per target")
+    if cfg.model.pretrained:
+        lines.append(f"  model: given, {cfg.model.pretrained} ({cfg.family.name}, T = {cfg.family.num_steps}); "
+                     "nothing is trained")
+    else:
+        lines.append(f"  training: {cfg.train.steps} steps x batch {cfg.train.batch_size} per target "
+                     "(skipped when stored)")
     if refs:
         lines.append(f"  reference models (LiRA): {refs} per target = {refs * len(trials)} more trainings of "
                      f"the same recipe, each on half of a 2 x train_size universe (skipped when stored)")
-    total = 0
+    fwd = bwd = 0.0
+    estimate = undeclared = False
     for a in trials[0].attacks:
         n = 2 * (cfg.eval_size if a.max_samples is None else min(cfg.eval_size, a.max_samples))
         n += cfg.audit.canaries  # canaries are scored by every attack (issue 13)
-        steps = ATTACKS.get(a.name)().steps(a.params, cfg.family.num_steps)
-        if not is_stepwise(steps):
-            lines.append(f"  attack {a.name}: {n} samples per target, step-free (ODE: forward+backward per NFE)")
+        cost, text = attack_cost(a.name, a.params, cfg.family.num_steps)
+        if cost is None:
+            undeclared = True
+            lines.append(f"  attack {a.name}: {n} samples per target, {text}")
             continue
-        k = len(steps) * getattr(a.params, "draws", 1)
         models = 1 + (refs if getattr(ATTACKS.get(a.name), "needs_references", False) else 0)
-        total += n * k * len(trials) * models
-        per = f" x {models} models" if models > 1 else ""
-        lines.append(f"  attack {a.name}: {n} samples x {k} step-draws{per} = {n * k * models:,} forward passes "
-                     "per target")
-    lines.append(f"  step-wise forward passes in all: {total:,}")
+        estimate |= cost.estimate
+        fwd += n * cost.forward * len(trials) * models
+        bwd += n * cost.backward * len(trials) * models
+        per = f"{_passes(n * cost.forward * models, cost.estimate)} forward"
+        if cost.backward:
+            per += f" + {_passes(n * cost.backward * models, cost.estimate)} backward"
+        on = f" x {models} models" if models > 1 else ""
+        lines.append(f"  attack {a.name}: {n} samples x ({text}){on} = {per} passes per target")
+    total = f"{_passes(fwd, estimate)} forward" + (f" + {_passes(bwd, estimate)} backward" if bwd else "")
+    lines.append(f"  network passes in all: {total}" + (" (attacks without a declared cost not counted)"
+                                                         if undeclared else ""))
     lines.extend(_issue13_lines(cfg))
     lines.append(resources_line(cfg.resources))
     lines.append(f"  results: {results_root(cfg)}   target store: {store_root(cfg)}")
@@ -117,9 +157,22 @@ def resources_line(r) -> str:
     )
 
 
+# Loggers that speak only with --verbose: Ray's own INFO lines ("Started a local Ray instance", ...) and Tune's
+# / Train's warnings and trial tracebacks (a failed trial is reported as one line by the sweep instead).
+RAY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "ray.air")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s",
+                        stream=sys.stderr)
+    if not verbose:
+        for name in RAY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags may come before, between or after overrides
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    _setup_logging(args.verbose)
     if not args.sweep and not args.list:
         _parser().print_usage(sys.stderr)
         print("error: give a sweep YAML file (or --list)", file=sys.stderr)
@@ -148,21 +201,26 @@ def _run(args) -> int:
         return 0
     check_data(cfg)
     root = sweep_config.results_root(cfg)
-    errors = _run_on_ray(cfg, yaml_text, trials, root, args.address or os.environ.get("RAY_ADDRESS"))
-    _print_results(root, report=not args.no_report)
+    errors = _run_on_ray(cfg, yaml_text, trials, root, args.address or os.environ.get("RAY_ADDRESS"), args.verbose)
+    _print_results(root, trials, report=not args.no_report)
     return _exit_status(root, trials, errors)
 
 
-def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | None) -> list:
+def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | None, verbose: bool = True) -> list:
     """Check the cluster, record the sweep, run the trials not yet complete; returns the trial errors."""
     from . import results, sweep_config
     from .distributed.session import cluster_view, ray_session
-    from .distributed.tuning import SweepContext, run_tune
+    from .distributed.tuning import SweepContext, quiet_ray_driver, run_tune
     from .preflight import check_output, check_resources, describe, resolve_resources, with_setting
+    from .progress import SweepProgress
 
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty() or not verbose:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    with ray_session(address, cfg.resources.num_cpus):
+    if not verbose:
+        quiet_ray_driver()
+    # without --verbose the workers' output (Ray Data, trial logs, per-target training lines) stays in Ray's
+    # log files (/tmp/ray/session_latest/logs); the sweep's console reports each target's events instead
+    with ray_session(address, cfg.resources.num_cpus, log_to_driver=verbose):
         cluster = cluster_view(connected=address is not None)
         print(describe(with_setting(cluster, cfg.resources)), flush=True)
         resources = resolve_resources(cfg.resources, cluster)
@@ -176,15 +234,22 @@ def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | Non
         ctx = SweepContext(
             cfg.name, root, sweep_config.store_root(cfg), resources, cfg.bootstrap, list(cfg.plugins)
         )
-        return run_tune(trials, ctx)
+        console = SweepProgress(len(trials), done, bar=False if verbose else None)
+        try:
+            return run_tune(trials, ctx, console, verbose=verbose)
+        finally:
+            console.close()
 
 
-def _print_results(root: str, report: bool) -> None:
+def _print_results(root: str, trials: list, report: bool) -> None:
     """The analysis of what was written (one call into ``analysis``: it reads only the Parquet results)."""
     from analysis import AnalysisError, finish
 
-    from .results import SCHEMA_VERSION, TABLES
+    from .results import SCHEMA_VERSION, TABLES, trial_done
 
+    if not any(trial_done(root, t.trial_id) for t in trials):
+        print("error: no trial finished: nothing to summarise or report", file=sys.stderr)
+        return
     try:
         text, path = finish(root, report=report)
     except AnalysisError as e:
@@ -205,11 +270,15 @@ def _exit_status(root: str, trials: list, errors: list) -> int:
     if not (errors or missing):
         return 0
     for e in errors:
-        print(f"error: trial failed: {e}", file=sys.stderr)
-    print(
-        f"error: {len(missing)} trial(s) incomplete: {', '.join(missing)}; rerun the same command to finish them",
-        file=sys.stderr,
-    )
+        print(f"error: trial {e}", file=sys.stderr)
+    failed = {e.split(":", 1)[0] for e in errors}
+    other = [m for m in missing if m not in failed]
+    if other:
+        print(f"error: {len(other)} trial(s) incomplete: {', '.join(other)}; rerun the same command to finish them",
+              file=sys.stderr)
+    if errors:
+        print(f"error: {len(errors)} of {len(trials)} trial(s) failed; fix what the lines above name and rerun "
+              "(finished trials are kept)", file=sys.stderr)
     return 1
 
 

@@ -30,7 +30,10 @@ AXIS_KEYS = {"family.name": "families", "dp.epsilon": "epsilons"}
 # Deprecated: ask the registry (``SOURCES.get(name).needs_path``), which also knows plugin sources.
 SOURCES_WITH_PATH = {name for name in SOURCES if SOURCES.get(name).needs_path}
 
-__all__ = ["Trial", "attack_specs", "eps_label", "expand", "load", "results_root", "store_root", "validate"]
+__all__ = [
+    "Trial", "attack_specs", "eps_label", "expand", "given_membership", "given_sizes", "load", "results_root",
+    "store_root", "validate",
+]
 
 
 def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, str]:
@@ -98,17 +101,24 @@ def _absolute_paths(cfg: SweepConfig) -> None:
         v = getattr(cfg, key)
         if v and "://" not in v:
             setattr(cfg, key, os.path.abspath(os.path.expanduser(v)))
-    if cfg.data.path and "://" not in cfg.data.path:
-        cfg.data.path = os.path.abspath(os.path.expanduser(cfg.data.path))
+    for key in ("path", "members", "nonmembers"):
+        v = getattr(cfg.data, key)
+        if v and "://" not in v:
+            setattr(cfg.data, key, os.path.abspath(os.path.expanduser(v)))
+    p = cfg.model.pretrained
+    if p and "://" not in p:
+        cfg.model.pretrained = os.path.abspath(os.path.expanduser(p))
 
 
 def validate(cfg: SweepConfig) -> None:
     """Value checks that types cannot express; types ``cfg.attacks`` (name -> AttackSpec) in place."""
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"name = {cfg.name!r}; allowed: a non-empty name without '/'")
-    _check_grid(cfg)
-    check_data_config(cfg.data)
+    given = _check_given(cfg)
+    _check_grid(cfg, given)
+    check_data_config(cfg.data, given)
     _check_dp(cfg.dp)
+    _pipeline_family(cfg)
     _check_family(cfg.family)
     _check_train(cfg.train)
     _check_model(cfg.model, cfg.data.resolution)
@@ -161,7 +171,52 @@ def check_pool(cfg, pool_size: int) -> None:
         )
 
 
-def _check_grid(cfg: SweepConfig) -> None:
+def given_membership(data: DataConfig) -> bool:
+    """True when the sweep names its members and non-members (``data.members`` / ``data.nonmembers``)."""
+    return bool(data.members or data.nonmembers)
+
+
+def _check_given(cfg: SweepConfig) -> bool:
+    """Given membership: both sets, no ``data.path``, and a given model (mia_ray trains on drawn splits only)."""
+    data = cfg.data
+    if not given_membership(data):
+        return False
+    for key in ("members", "nonmembers"):
+        if not getattr(data, key):
+            raise ConfigError(f"data.{key} is required with given membership; allowed: a path read by data.source")
+    if data.path:
+        raise ConfigError(
+            f"data.path = {data.path!r} cannot be combined with data.members / data.nonmembers; "
+            "allowed: data.path (a drawn split) or both data.members and data.nonmembers (given membership)"
+        )
+    if not cfg.model.pretrained:
+        raise ConfigError(
+            "data.members / data.nonmembers need model.pretrained (the model trained on the members); "
+            "allowed: model.pretrained = a diffusers UNet2DModel or pipeline directory"
+        )
+    return True
+
+
+def _pipeline_family(cfg: SweepConfig) -> None:
+    """A pipeline directory's scheduler fixes the family and its schedule (one family; ``families`` picks
+    between compatible ones, e.g. vesde / smld); a bare UNet directory uses ``families`` and ``family``."""
+    from .pretrained import is_pipeline, pipeline_family
+
+    path = cfg.model.pretrained
+    if not path or "://" in path or not is_pipeline(path):
+        return  # a missing directory is refused by the door (mia_ray.door.check_model) with its own line
+    if len(cfg.families) != 1:
+        raise ConfigError(
+            f"families = {list(cfg.families)}: model.pretrained {path!r} has one family; allowed: one name "
+            "(or leave families out to take the scheduler's)"
+        )
+    # families left at its default (['ddpm']) takes the scheduler's first family (ScoreSdeVe: vesde)
+    name = None if cfg.families == SweepConfig().families else cfg.families[0]
+    cfg.family = pipeline_family(path, name)
+    cfg.families = [cfg.family.name]
+
+
+def _check_grid(cfg: SweepConfig, given: bool = False) -> None:
     for axis in GRID_AXES:
         if not getattr(cfg, axis):
             raise ConfigError(f"{axis} is empty; give at least one value")
@@ -170,6 +225,14 @@ def _check_grid(cfg: SweepConfig) -> None:
     for e in cfg.epsilons:
         if not (e > 0):
             raise ConfigError(f"epsilons has {e}; allowed: numbers > 0, or inf for no DP")
+    if cfg.model.pretrained and any(math.isfinite(e) for e in cfg.epsilons):
+        raise ConfigError(
+            f"epsilons = {list(cfg.epsilons)} with model.pretrained: a given model is not trained here; allowed: [inf]"
+        )
+    if given:  # train size = the given members; eval_size is checked against both sets by the door
+        if cfg.eval_size < 1:
+            raise ConfigError(f"eval_size = {cfg.eval_size}; allowed: an integer >= 1")
+        return
     for n in cfg.train_sizes:
         if n < 1:
             raise ConfigError(f"train_sizes has {n}; allowed: integers >= 1")
@@ -180,10 +243,10 @@ def _check_grid(cfg: SweepConfig) -> None:
         )
 
 
-def check_data_config(data: DataConfig) -> None:
+def check_data_config(data: DataConfig, given: bool = False) -> None:
     """The data keys that need no data: a registered source, its path when it reads one, channels, size."""
     source = SOURCES.get(data.source, key="data.source")
-    if source.needs_path and not data.path:
+    if source.needs_path and not data.path and not given:
         raise ConfigError(f"data.path is required for data.source = {data.source!r}")
     if data.channels not in (1, 3):
         raise ConfigError(f"data.channels = {data.channels}; allowed: 1 (grayscale) or 3 (RGB)")
@@ -274,12 +337,27 @@ def eps_label(e: float) -> str:
     return "inf" if math.isinf(e) else f"{e:g}"
 
 
+def given_sizes(cfg: SweepConfig) -> tuple[int, int]:
+    """(members, non-members) of a given-membership sweep; opens both sets (headers / listings only)."""
+    from .data.given import open_given
+
+    pool = open_given(cfg.data, cfg.data.members, cfg.data.nonmembers)
+    m, n = pool.n_members, len(pool) - pool.n_members
+    if not 1 <= cfg.eval_size <= min(m, n):
+        raise ConfigError(
+            f"eval_size = {cfg.eval_size}; allowed: 1..{min(m, n)} (the given {m} members and {n} non-members)"
+        )
+    return m, n
+
+
 def expand(cfg: SweepConfig) -> list[Trial]:
-    """One trial per target of the grid, in a stable order."""
+    """One trial per target of the grid, in a stable order. With given membership the training-set size is
+    the number of given members (``train_sizes`` is not used) and a seed draws only the scored subsets."""
     attacks = attack_specs(cfg)
     trials = []
+    train_sizes = [given_sizes(cfg)[0]] if given_membership(cfg.data) else cfg.train_sizes
     for family in cfg.families:
-        for n in cfg.train_sizes:
+        for n in train_sizes:
             for e in cfg.epsilons:
                 for seed in cfg.seeds:
                     spec = TargetSpec(

@@ -15,6 +15,8 @@ from .attacks.lira import calibrate
 from .canaries import canaries_of
 from .config import AttackSpec, TargetSpec, Trial
 from .data import make_split, open_source
+from .data.given import given_split
+from .door import open_pool
 from .families import make_family
 from .references import inclusion, reference_specs
 from .steps import as_step, best_rows
@@ -24,8 +26,12 @@ from .training import Target, TargetStore, get_or_train
 def eval_samples(trial: Trial) -> tuple[dict, object]:
     """The rows to score (image, sample_id, is_member, rank) and the split they come from."""
     spec = trial.spec
-    source = open_source(spec.data)
-    split = make_split(len(source), spec.train_size, trial.eval_size, spec.seed, source.describe())
+    if spec.data.members or spec.data.nonmembers:  # given membership (mia_ray/data/given.py)
+        source = open_pool(spec)
+        split = given_split(source, trial.eval_size, spec.seed)
+    else:
+        source = open_source(spec.data)
+        split = make_split(len(source), spec.train_size, trial.eval_size, spec.seed, source.describe())
     ids = np.concatenate([split.eval_members, split.nonmembers]).astype(np.int64)
     is_member = np.r_[np.ones(len(split.eval_members), bool), np.zeros(len(split.nonmembers), bool)]
     rank = np.r_[np.arange(len(split.eval_members)), np.arange(len(split.nonmembers))].astype(np.int64)

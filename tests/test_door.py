@@ -204,15 +204,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(cli_runs, case):
     assert written == [], written
 
 
-@pytest.mark.xfail(strict=True, reason="data.members / data.nonmembers are wired into DataConfig after the refactor "
-                   "(issue 14 item 3): then this passes and the marker goes")
 def test_cli_refuses_a_members_folder_overlapping_the_nonmembers(tmp_path):
     imgs = RNG.integers(0, 256, (90, 8, 8), dtype=np.uint8)
     write_pngs(tmp_path / "train", imgs[:70])
     write_pngs(tmp_path / "test", imgs[70:])
     shutil.copy(tmp_path / "train" / "005.png", tmp_path / "test" / "zz_copy.png")
     path = sweep(tmp_path, {"source": "folder", "members": str(tmp_path / "train"),
-                            "nonmembers": str(tmp_path / "test")})
+                            "nonmembers": str(tmp_path / "test")}, model={"pretrained": str(save_unet(tmp_path / "u"))})
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-m", "mia_ray.sweep", str(path), "--output", str(tmp_path / "out")],
                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -321,8 +319,7 @@ def test_given_pool_records_membership_and_reads_both_sets(tmp_path):
 
 
 def given_cfg(tmp_path, source, members, nonmembers):
-    data = SimpleNamespace(**vars(DataConfig(source=source, resolution=8, channels=1)), members=str(members),
-                           nonmembers=str(nonmembers))
+    data = DataConfig(source=source, resolution=8, channels=1, members=str(members), nonmembers=str(nonmembers))
     return SimpleNamespace(data=data, store=str(tmp_path / "store"), output=str(tmp_path / "out"),
                            model=SimpleNamespace(pretrained=None))
 

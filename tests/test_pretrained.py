@@ -135,3 +135,111 @@ def test_loss_attack_is_null_when_given_members_were_never_trained_on(pipeline, 
     out, is_member = attack(pipeline[0], digits[200:264], digits[300:364], tmp_path, [50], eval_size=64)
     m = summarize(out.score[0], is_member, n_boot=200)
     assert m["auc_ci_low"] <= 0.5 <= m["auc_ci_high"], m
+
+
+# --- the sweep: a pipeline directory with given member / non-member arrays ----------------------------------
+
+
+def given_sweep(tmp, pipe: str, members: np.ndarray, nonmembers: np.ndarray, **over) -> str:
+    import yaml
+
+    np.save(tmp / "members.npy", members)
+    np.save(tmp / "nonmembers.npy", nonmembers)
+    cfg = {
+        "name": "given",
+        "model": {"pretrained": pipe},
+        "data": {"source": "npz", "members": str(tmp / "members.npy"), "nonmembers": str(tmp / "nonmembers.npy"),
+                 "resolution": 8, "channels": 1},
+        "eval_size": 32,
+        "seeds": [0],
+        "attacks": {"loss": {"steps": [25, 50, 100, 200]}, "pia": {}},
+        "bootstrap": 20,
+        "resources": {"num_cpus": 2, "scorer_actors": 1, "batch_size": 64},
+        **over,
+    }
+    (tmp / "sweep.yaml").write_text(yaml.safe_dump(cfg))
+    return str(tmp / "sweep.yaml")
+
+
+def save_pipeline(path, num_steps=100, beta_start=1e-3, beta_end=0.1):
+    from mia_ray.config import ModelConfig
+    from mia_ray.models import build_unet
+
+    sched = DDPMScheduler(num_train_timesteps=num_steps, beta_start=beta_start, beta_end=beta_end)
+    unet = build_unet(ModelConfig(block_out_channels=[8, 16], norm_num_groups=8), 8, 1)
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(path)
+    return str(path)
+
+
+def test_given_sweep_expands_to_one_trial_per_seed_with_the_schedulers_family(tmp_path):
+    from mia_ray import sweep_config
+
+    pipe = save_pipeline(tmp_path / "pipe", num_steps=300)
+    rng = np.random.default_rng(0)
+    path = given_sweep(tmp_path, pipe, rng.uniform(-1, 1, (40, 1, 8, 8)), rng.uniform(-1, 1, (30, 1, 8, 8)),
+                       seeds=[0, 1], train_sizes=[999], eval_size=8, attacks={"loss": {"steps": [250]}})
+    cfg, _ = sweep_config.load(path)
+    trials = sweep_config.expand(cfg)
+    assert [t.spec.seed for t in trials] == [0, 1]
+    for t in trials:
+        assert (t.spec.family.name, t.spec.family.num_steps, t.spec.train_size) == ("ddpm", 300, 40)
+        assert t.spec.family.beta_max == pytest.approx(0.1 * 300) and t.spec.data.members.endswith("members.npy")
+    assert trials[0].spec.target_id != trials[1].spec.target_id
+    # attack steps are checked against the scheduler's T, not the default 1000
+    with pytest.raises(ConfigError, match=r"attacks\.loss\.steps.*500.* 0\.\.299"):
+        sweep_config.load(path, ["attacks.loss.steps=[500]"])
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["model.pretrained=null"], r"^data\.members / data\.nonmembers need model\.pretrained"),
+        (["data.nonmembers=null"], r"^data\.nonmembers is required with given membership"),
+        (["data.path=/x.npy"], r"^data\.path = '/x\.npy' cannot be combined with data\.members"),
+        (["eval_size=31"], r"^eval_size = 31; allowed: 1\.\.30 \(the given 40 members and 30 non-members\)"),
+        (["epsilons=[8]"], r"^epsilons = \[8\.0\] with model\.pretrained"),
+        (["families=[vpsde]"], r"^families = \['vpsde'\] does not match"),
+    ],
+)
+def test_given_sweep_refusals_are_one_line(tmp_path, overrides, match):
+    from mia_ray import sweep_config
+
+    pipe = save_pipeline(tmp_path / "pipe")
+    rng = np.random.default_rng(0)
+    path = given_sweep(tmp_path, pipe, rng.uniform(-1, 1, (40, 1, 8, 8)), rng.uniform(-1, 1, (30, 1, 8, 8)),
+                       attacks={"loss": {"steps": [50]}}, eval_size=8)
+    with pytest.raises(ConfigError, match=match) as e:
+        cfg, _ = sweep_config.load(path, overrides)
+        sweep_config.expand(cfg)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_cli_sweep_audits_a_saved_pipeline_on_given_members(pipeline, digits, tmp_path):
+    """Through the CLI and Ray: split tables hold the given membership, each attack has metrics rows, and the
+    over-fitted pipeline's members are found."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    path = given_sweep(tmp_path, pipeline[0], digits[:64], digits[64:128])
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MIA_RAY_CACHE": str(tmp_path / "c")}
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.run([sys.executable, "-m", "mia_ray.sweep", path, "--output", str(tmp_path / "out"),
+                        "--no-report"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = tmp_path / "out" / "given"
+    splits = pd.read_parquet(res / "splits")
+    assert len(splits) == 64 + 32 and splits["is_member"].sum() == 64  # every member, the scored non-members
+    assert (splits["is_member"] == (splits["sample_id"] < 64)).all()  # ids 0..63: the given members
+    assert splits["in_eval"].sum() == 64 and splits["dataset"].str.contains("members=").all()
+    metrics = pd.read_parquet(res / "metrics")
+    assert set(metrics["attack"]) == {"loss", "pia"}
+    assert (metrics["train_size"] == 64).all() and (metrics["n_members"] == 32).all()
+    assert metrics.loc[metrics["attack"] == "loss", "auc"].max() > 0.8, metrics[["attack", "step", "auc"]]
+    targets = pd.read_parquet(res / "targets")
+    assert targets["checkpoint"].iloc[0].endswith("unet") and targets["train_steps"].iloc[0] == 0

@@ -27,14 +27,18 @@ SAME_HOST_PROVIDERS = ("fake_multinode",)
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int | None):
-    """Yield with Ray initialised: join ``address``, else start a local Ray; shut down only what we started."""
+def ray_session(address: str | None, num_cpus: int | None, log_to_driver: bool = True):
+    """Yield with Ray initialised: join ``address``, else start a local Ray; shut down only what we started.
+    ``log_to_driver=False`` keeps the workers' output in Ray's log files (the sweep's quiet console)."""
     if ray.is_initialized():
         yield
         return
     local = {} if address else {"num_cpus": num_cpus, "_system_config": LOCAL_SYSTEM_CONFIG}
+    # address "local": a new local Ray. With None, ray.init joins any cluster that `ray start` left running on
+    # this machine (and then refuses num_cpus with a traceback): the sweep's default is its own local Ray.
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False, **local)
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=log_to_driver,
+                 configure_logging=False, **local)
     except RuntimeError as e:
         line = version_mismatch_line(str(e), address)
         if line is None:

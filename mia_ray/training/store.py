@@ -103,8 +103,11 @@ class TargetStore:
         return local
 
     def _pretrained(self, spec: TargetSpec) -> Target:
-        unet = load_unet(spec.model.pretrained)
+        """A given model (a UNet2DModel or pipeline directory), used in place: nothing is trained or stored."""
+        from ..pretrained import load_pipeline_unet, unet_dir
+
+        unet = load_pipeline_unet(spec.model.pretrained)
         stats = {"epsilon_spent": float("inf"), "noise_multiplier": 0.0, "final_loss": float("nan"),
                  "train_steps": 0, "train_seconds": 0.0, "params": count_params(unet)}
-        return Target(spec.target_id, spec, spec.model.pretrained, stats)
+        return Target(spec.target_id, spec, unet_dir(spec.model.pretrained), stats)
 
