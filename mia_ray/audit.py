@@ -1,4 +1,4 @@
-"""Empirical lower bounds on the epsilon of (epsilon, delta)-DP from attack outcomes (DESIGN §10, issue 13).
+"""Empirical lower bounds on the epsilon of (epsilon, delta)-DP from attack outcomes (docs/audit.md).
 
 Pure functions (numpy / scipy). Scores follow :mod:`mia_ray.metrics`: higher = more member-like; NaN counts as
 -inf. The decision rule is always "score >= threshold -> member".

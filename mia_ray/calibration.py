@@ -1,4 +1,4 @@
-"""Calibrated protocol (DESIGN §10, issue 12 item 1): what an attacker who picks the step and the threshold
+"""Calibrated protocol (docs/audit.md): what an attacker who picks the step and the threshold
 *without* the answer reaches. Pure functions of (sample ids, is_member, per-step scores).
 
 The evaluation members and non-members are split, seeded and stratified by membership, into a

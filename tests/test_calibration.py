@@ -211,7 +211,7 @@ def test_null_labels_realized_fpr_matches_target_and_tpr_matches_fpr():
 
 def test_null_labels_best_step_oracle_is_optimistic_calibrated_is_not():
     """14 steps, 64 + 64 samples at chance: the calibration AUC of the chosen step is biased up, the test
-    AUC at that step is not (DESIGN §10)."""
+    AUC at that step is not (docs/audit.md)."""
     m = _labels(64, 64)
     cal_auc, test_auc = [], []
     for seed in range(100):

@@ -1,4 +1,4 @@
-"""Member / non-member split of one image pool (DESIGN §1 "Split"), saved next to the results."""
+"""Member / non-member split of one image pool (docs/design.md), saved next to the results."""
 
 from __future__ import annotations
 

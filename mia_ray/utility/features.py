@@ -1,6 +1,6 @@
 """A small feature network trained once per image pool, stored content-addressed like a target.
 
-Inception weights cannot be downloaded here (DESIGN §11), so sample quality is measured on the
+Inception weights cannot be downloaded here, so sample quality is measured on the
 penultimate features of a small CNN trained on the pool itself:
 
 * ``classifier`` (sources with labels, e.g. ``digits`` via sklearn's ``load_digits().target``): cross-
