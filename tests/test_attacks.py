@@ -344,8 +344,10 @@ def test_attack_conformance(name, untrained, digits64):
     batch = {"image": digits64[:5], "sample_id": ids.numpy(), "is_member": member}
     cols = score_batch(untrained, batch, [AttackSpec(name, params)])
     n = len(steps) * 5
-    assert set(cols) == {"sample_id", "is_member", "attack", "step", "score", "statistic"}
+    assert set(cols) == {"sample_id", "is_member", "attack", "step", "score", "statistic", "probe_se"}
     assert all(len(v) == n for v in cols.values())
+    se = out.extra.get("probe_se")  # a Monte-Carlo statistic's standard error over its probes, else NaN
+    np.testing.assert_array_equal(cols["probe_se"], np.full(n, np.nan) if se is None else np.ravel(se))
     assert list(cols["step"]) == [s for s in steps for _ in range(5)]  # None for a step-free attack
     np.testing.assert_array_equal(cols["sample_id"], np.tile(ids.numpy(), len(steps)))
     np.testing.assert_array_equal(cols["is_member"], np.tile(member, len(steps)))
