@@ -136,7 +136,11 @@ def _issue13_lines(cfg) -> list[str]:
     """Plan lines of the utility measurement and the canary audit (issue 13)."""
     out = []
     u, a = cfg.utility, cfg.audit
-    if u.enabled:
+    from .sweep_config import given_membership
+
+    if u.enabled and given_membership(cfg.data):
+        out.append("  utility: not measured (a given model on given members: no pool to hold images out of)")
+    elif u.enabled:
         out.append(f"  utility: {u.samples} DDIM samples x {u.sampler_steps} steps per target vs <= {u.heldout} "
                    "held-out images (measured once, kept in the store)")
     if a.canaries:

@@ -378,7 +378,8 @@ def expand(cfg: SweepConfig) -> list[Trial]:
 def _issue13(cfg: SweepConfig) -> dict:
     """Trial fields of utility and the canary audit (issue 13)."""
     return {
-        "utility": copy.deepcopy(cfg.utility) if cfg.utility.enabled else None,
+        # a given model on given sets has no pool to hold images out of (nor labels for the feature net): no utility
+        "utility": copy.deepcopy(cfg.utility) if cfg.utility.enabled and not given_membership(cfg.data) else None,
         "heldout_from": max(cfg.train_sizes),
         "audit": copy.deepcopy(cfg.audit) if cfg.audit.canaries else None,
     }

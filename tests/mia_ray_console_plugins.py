@@ -21,6 +21,10 @@ if "fussy_digits" not in SOURCES:
                 if log:
                     with open(log, "a") as f:
                         f.write(f"{os.getpid()}\n")
+                    if os.environ.get("MIA_RAY_TEST_FAILS_STACK"):
+                        import traceback
+                        with open(log + ".stack", "a") as f:
+                            f.write("".join(traceback.format_stack()) + "\n=====\n")
                 raise DataError(f"fussy_digits: cannot read {len(ids)} images at once; allowed: at most 40")
             return super()._read(ids)
 

@@ -81,9 +81,11 @@ def test_unknown_accountant_is_refused_naming_the_key_and_the_allowed_ones():
 
 
 def _old_target_id(spec: TargetSpec) -> str:
-    """The id as computed before dp.accountant / dp.secure_mode existed."""
+    """The id as computed before dp.accountant / dp.secure_mode (and the other fields of this round: canaries,
+    reference, data.members / nonmembers) existed."""
     d = asdict(spec)
-    del d["dp"]["accountant"], d["dp"]["secure_mode"]
+    del d["dp"]["accountant"], d["dp"]["secure_mode"], d["canaries"], d["reference"]
+    del d["data"]["members"], d["data"]["nonmembers"]
     return hashlib.sha256(json.dumps(jsonable(d), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 

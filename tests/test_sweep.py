@@ -105,7 +105,9 @@ def trial_spec_json(trial):
 def test_resume_after_kill_9(local_ray, store_dir, tmp_path):
     out = tmp_path / "out"
     store = str(tmp_path / "own_store")
-    sweep = write_sweep(tmp_path / "s.yaml", store, train_sizes=[64, 80], attacks={"loss": {"steps": [0, 100]}})
+    # a connected cluster whose node types cannot be learned: the GPU keys must be explicit (preflight refuses null)
+    sweep = write_sweep(tmp_path / "s.yaml", store, train_sizes=[64, 80], attacks={"loss": {"steps": [0, 100]}},
+                        resources={"scorer_gpus": 0, "train_gpus": 0})
     env = {**os.environ, "RAY_ADDRESS": local_ray}
     proc = subprocess.Popen([sys.executable, "-m", "mia_ray.sweep", sweep, "--output", str(out), "--no-report"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
