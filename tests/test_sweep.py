@@ -120,13 +120,15 @@ def test_resume_after_kill_9(local_ray, store_dir, tmp_path):
     proc.wait()
     done_first = [p.stem for p in metrics_dir.glob("*.parquet")]
     assert len(done_first) == 1, done_first
-    stored = {d: os.path.getmtime(os.path.join(store, d, "target.json"))
-              for d in os.listdir(store) if not d.startswith(".")}
+    def targets_in_store():  # the store also keeps features/ (the utility feature net) and utility/ records
+        return [d for d in os.listdir(store) if os.path.isfile(os.path.join(store, d, "target.json"))]
+
+    stored = {d: os.path.getmtime(os.path.join(store, d, "target.json")) for d in targets_in_store()}
     assert main([sweep, "--output", str(out), "--no-report"]) == 0
     m = read(str(out / "t"), "metrics")
     assert len(m) == 2 * 3 and not m.duplicated(["trial_id", "attack", "step"]).any()  # loss x 2 steps + likelihood
     assert {os.path.getmtime(os.path.join(store, d, "target.json")) for d in stored} == set(stored.values())
-    assert len([d for d in os.listdir(store) if not d.startswith(".")]) == 2
+    assert len(targets_in_store()) == 2
 
 
 @pytest.mark.timeout(600)
