@@ -119,10 +119,10 @@ def time_train_steps(spec, epsilon: float, steps: int, device, resolution: int |
     n = max(spec.train.batch_size * 2, 64)
     images = np.random.default_rng(0).uniform(-1, 1, (n, ch, res, res)).astype(np.float32)
 
-    def run(k):  # TrainResult.seconds is the training loop's own time (no model build or DP set-up)
+    def run(k):  # TrainResult.train_seconds is the training loop's own time (no model build or DP set-up)
         s = dataclasses.replace(spec, train=dataclasses.replace(spec.train, steps=k),
                                 dp=dataclasses.replace(spec.dp, epsilon=epsilon), train_size=n)
-        return train_target(s, images, device=device, progress=False).seconds
+        return train_target(s, images, device=device, progress=False).train_seconds
 
     one = run(1)
     return max((run(steps + 1) - one) / steps, 1e-9)
