@@ -37,8 +37,9 @@ from scipy.integrate import solve_ivp
 
 from mia_ray import noise as keyed
 from mia_ray.attacks import ATTACKS, AttackSpec, DiffusionAdapter, score_batch
-from mia_ray.attacks.likelihood import BITS_OFFSET, LikelihoodParams, bits_per_dim
+from mia_ray.attacks.likelihood import BITS_OFFSET, LikelihoodParams, bits_per_dim, bits_per_dim_probes_nfe
 from mia_ray.attacks.loss import LossParams
+from mia_ray.attacks.ode import SOLVERS
 from mia_ray.config import DataConfig, FamilyConfig, ModelConfig, TargetSpec, TrainConfig
 from mia_ray.data import make_split, open_source
 from mia_ray.families import make_family
@@ -46,6 +47,8 @@ from mia_ray.models import pick_device
 from mia_ray.training import TargetStore, get_or_train
 
 TOLS = (1e-5, 1e-4, 1e-3, 3e-3, 1e-2)
+SOLVER_TOLS = (1e-5, 1e-4, 1e-3)
+TIGHT_TOL = 1e-7  # dop853 at this tolerance is the "tight" answer the solver table's errors are taken against
 DBPD_GOAL = 0.01
 
 
@@ -182,6 +185,31 @@ def attack_suite(adapter: DiffusionAdapter, images: torch.Tensor, ids: np.ndarra
     return out
 
 
+def solver_table(adapter: DiffusionAdapter, x: torch.Tensor, ids: torch.Tensor, bpd_ref: np.ndarray) -> dict:
+    """Every ODE pair at SOLVER_TOLS (one probe, the reference's): network evaluations per sample (a count)
+    and mean |dbpd| against the scipy RK45 reference (first ``len(bpd_ref)`` samples) and against a tight
+    solve (dop853 at TIGHT_TOL; the RK45 reference at 1e-5 is itself ~1e-3 bpd off it)."""
+    def run(method, tol):
+        p = LikelihoodParams(rtol=tol, atol=tol, probes=1, solver=method)
+        sec, (bpd, nfe) = _timed(lambda: bits_per_dim_probes_nfe(adapter, x, ids, p))
+        return sec, bpd[:, 0].double().cpu().numpy(), nfe.cpu().numpy()
+
+    _, tight, tight_nfe = run("dop853", TIGHT_TOL)
+    n = len(bpd_ref)
+    out = {"tight": {"tol": TIGHT_TOL, "nfe_median": float(np.median(tight_nfe)),
+                     "mean_abs_dbpd_vs_reference": float(np.abs(tight[:n] - bpd_ref).mean())}}
+    for method in SOLVERS:
+        for tol in SOLVER_TOLS:
+            sec, bpd, nfe = run(method, tol)
+            out[f"{method}@{tol:g}"] = {
+                "nfe_median": float(np.median(nfe)), "s_per_sample": sec / len(x),
+                "mean_abs_dbpd_vs_reference": float(np.abs(bpd[:n] - bpd_ref).mean()),
+                "mean_abs_dbpd_vs_tight": float(np.abs(bpd - tight).mean()),
+                "max_abs_dbpd_vs_tight": float(np.abs(bpd - tight).max()),
+            }
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sample counts and repeats (< ~3 min)")
@@ -190,6 +218,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--max-batch", type=int, default=LossParams().max_batch)
     ap.add_argument("--only-suite", action="store_true", help="only the per-attack table, no reference runs")
+    ap.add_argument("--no-solver-table", action="store_true", help="skip the per-solver NFE / accuracy table")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     q = args.quick
@@ -238,7 +267,8 @@ def main(argv=None) -> dict:
     sec_by_tol: dict[float, list] = {}
 
     def ours(tol):
-        p = LikelihoodParams(rtol=tol, atol=tol, probes=1)  # one probe as the reference: solver error only
+        # one probe as the reference: solver error only; the default solver
+        p = LikelihoodParams(rtol=tol, atol=tol, probes=1)
         sec, bpd = _timed(lambda: bits_per_dim(adapter, x_lik, ids_lik, p).double().cpu().numpy())
         bpd_by_tol[tol] = bpd
         sec_by_tol.setdefault(tol, []).append(sec)
@@ -261,6 +291,7 @@ def main(argv=None) -> dict:
         if tol not in bpd_by_tol:
             ours(tol)
     bpd_base = np.asarray(bpd_base)
+    solvers = None if args.no_solver_table else solver_table(adapter, x_lik, ids_lik, bpd_base)
     by_tol = {f"{tol:g}": float(np.abs(bpd_by_tol[tol][:n_lik_base] - bpd_base).mean()) for tol in TOLS}
     t_default, t_eq = sec_by_tol[default], sec_by_tol[1e-5]
     rate_base_lik = 1.0 / _med(t_base)
@@ -285,6 +316,8 @@ def main(argv=None) -> dict:
         "likelihood_speedup_equal_tol": rate_eq / rate_base_lik,
         "likelihood_speedup_default_tol": rate_default / rate_base_lik,
         "likelihood_default_tol": default,
+        "likelihood_solver": LikelihoodParams().solver,
+        "likelihood_solvers": solvers,
         "likelihood_mean_abs_dbpd": float(np.abs(bpd_by_tol[default][:n_lik_base] - bpd_base).mean()),
         "likelihood_mean_abs_dbpd_by_tol": by_tol,
         "likelihood_largest_tol_meeting_dbpd_goal": meeting,

@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output (logs, status tables)")
+    p.add_argument("--estimate", action="store_true", help="time the sweep's model here; print device-hours, exit")
+    p.add_argument("--estimate-from", metavar="FILE", help="as --estimate, timings from a JSON (gpu_check.py)")
+    p.add_argument("--price-per-hour", type=float, help="with --estimate: price of one device-hour")
     return p
 
 
@@ -202,6 +205,12 @@ def _run(args) -> int:
     print(plan_text(cfg, trials), flush=True)
     if args.dry_run:
         print("dry run: nothing trained, scored or written")
+        return 0
+    if args.estimate or args.estimate_from:  # mia_ray/estimate.py: the bill, nothing trained or written
+        from .estimate import Timing, bill, bill_text, measure
+
+        timing = Timing.from_json(args.estimate_from) if args.estimate_from else measure(cfg, trials)
+        print(bill_text(bill(trials, timing, cfg.family.num_steps, args.price_per_hour)))
         return 0
     check_data(cfg)
     root = sweep_config.results_root(cfg)

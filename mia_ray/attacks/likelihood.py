@@ -27,7 +27,7 @@ from .. import noise as keyed
 from ..errors import ConfigError
 from .base import ATTACKS, Attack, AttackOutput
 from .loss import _MIN_ROWS
-from .ode import solve
+from .ode import SOLVERS, solve
 
 BITS_OFFSET = 7.0  # data in [-1, 1] is 8-bit data scaled by 1/127.5: + log2(128) per dim (score_sde)
 
@@ -45,6 +45,13 @@ class LikelihoodParams:
     # adds a backward pass). 8 probes cost 4.2x / 3.5x for little more.
     probes: int = 4
     seed: int = 0
+    # embedded Runge-Kutta pair (ode.SOLVERS), chosen by measurement (benchmarks/attacks.py "likelihood_solvers",
+    # docs/bench_attacks.md): on the trained 8x8 DDPM, whose drift is only C1 in t (the ladder's spline knots at
+    # every step, a sinusoidal time embedding), the 8th-order pair needs MORE network evaluations per sample
+    # for the same accuracy: at 1e-5 dopri5 800 NFE (|dbpd| 1.0e-3 vs a tight solve) vs dop853 2186 (6e-5);
+    # at 1e-4 dop853 1196 (1.4e-3); at 1e-3 dopri5 77 (4.3e-3) vs dop853 572 (4.8e-3). So dopri5 at every
+    # tolerance; dop853 stays an option for smooth drifts.
+    solver: str = "dopri5"
 
 
 @ATTACKS.register("likelihood")
@@ -56,6 +63,8 @@ class LikelihoodAttack(Attack):
             raise ConfigError(f"{key}.rtol and {key}.atol must be > 0 (got {params.rtol}, {params.atol})")
         if params.probes < 1:
             raise ConfigError(f"{key}.probes = {params.probes}; allowed: an integer >= 1")
+        if params.solver not in SOLVERS:
+            raise ConfigError(f"{key}.solver = {params.solver!r}; allowed: {', '.join(SOLVERS)}")
 
     def run(self, adapter, images, sample_ids, params):
         per_probe = bits_per_dim_probes(adapter, images.to(adapter.device), sample_ids.to(adapter.device), params)
@@ -77,6 +86,11 @@ def bits_per_dim(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: Li
 
 def bits_per_dim_probes(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: LikelihoodParams):
     """Bits/dim of each probe's divergence estimate on the shared trajectory [B, probes]."""
+    return bits_per_dim_probes_nfe(adapter, x0, sample_ids, params)[0]
+
+
+def bits_per_dim_probes_nfe(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: LikelihoodParams):
+    """(bits/dim per probe [B, probes], network evaluations per sample [B])."""
     with _one_thread_on_cpu(x0.device):
         return _solve_bits_per_dim(adapter, x0, sample_ids, params)
 
@@ -121,6 +135,6 @@ def _solve_bits_per_dim(adapter, x0, sample_ids, params):
 
     state0 = torch.cat([x0.flatten(1), torch.zeros(b, n_probes, dtype=x0.dtype, device=x0.device)], 1)
     t0, t1 = adapter.t_range
-    end, _ = solve(padded_rhs, state0, t0, t1, params.rtol, params.atol)
+    end, nfe = solve(padded_rhs, state0, t0, t1, params.rtol, params.atol, method=params.solver)
     logp = adapter.prior_logp(end[:, :d].reshape(x0.shape))[:, None] + end[:, d:]
-    return -logp / (d * math.log(2)) + BITS_OFFSET
+    return -logp / (d * math.log(2)) + BITS_OFFSET, nfe

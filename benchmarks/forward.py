@@ -1,0 +1,114 @@
+"""Forward-pass switches on this device: eager vs inference_mode vs channels_last vs torch.compile (inductor).
+
+    python benchmarks/forward.py --quick      # the quickstart model at 8x8, sweep-sized batches
+
+Prints ONE JSON object: for the loss-type workload (no-grad batched forwards: loss, pia, pian, secmi, sima
+all run these) and the likelihood workload (forward + one VJP per ODE evaluation, 16-row batches as the
+solver pads to), seconds per batch for each variant side by side (median of interleaved repeats), the
+compile time (first call) separately, the break-even number of batches, and whether each variant's output
+is bitwise equal to eager (max |diff| otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from mia_ray import sweep_config
+from mia_ray.models import build_unet
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _t(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--yaml", default="sweeps/quickstart.yaml")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg, _ = sweep_config.load(os.path.join(ROOT, args.yaml), [])
+    spec = sweep_config.expand(cfg)[0].spec
+    res, ch = cfg.data.resolution, cfg.data.channels
+    torch.manual_seed(0)
+    unet = build_unet(spec.model, res, ch).eval()
+    repeats = 5 if args.quick else 15
+    out = {"torch_version": torch.__version__, "threads": args.threads, "model": args.yaml,
+           "load_average": os.getloadavg(), "repeats": repeats}
+
+    # --- loss-type: no-grad forwards of a sweep-sized batch --------------------------------------------
+    b = cfg.resources.batch_size * 4  # loss.py max_batch-sized chunks
+    x = torch.randn(b, ch, res, res)
+    tau = torch.randint(0, 1000, (b,)).float()
+    cl = unet.to(memory_format=torch.channels_last)
+    variants = {
+        "eager_no_grad": lambda: _nograd(unet, x, tau),
+        "inference_mode": lambda: _inference(unet, x, tau),
+        "channels_last": lambda: _nograd(cl, x.to(memory_format=torch.channels_last), tau),
+    }
+    compiled = torch.compile(unet)
+    t_compile, _ = _t(lambda: _nograd(compiled, x, tau))
+    variants["compiled"] = lambda: _nograd(compiled, x, tau)
+    unet.to(memory_format=torch.contiguous_format)
+    out["loss_type"] = _compare(variants, repeats, t_compile, b)
+
+    # --- likelihood: forward + one VJP on 16 rows ---------------------------------------------------------
+    x16, tau16 = x[:16].clone(), tau[:16]
+
+    def vjp(net):
+        xr = x16.clone().requires_grad_(True)
+        y = net(xr, tau16).sample
+        (g,) = torch.autograd.grad(y, xr, torch.ones_like(y))
+        return g
+
+    compiled2 = torch.compile(unet)
+    t_compile2, _ = _t(lambda: vjp(compiled2))
+    out["likelihood_type"] = _compare({"eager": lambda: vjp(unet), "compiled": lambda: vjp(compiled2)},
+                                      repeats, t_compile2, 16)
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def _nograd(net, x, tau):
+    with torch.no_grad():
+        return net(x, tau).sample
+
+
+def _inference(net, x, tau):
+    with torch.inference_mode():
+        return net(x, tau).sample
+
+
+def _compare(variants: dict, repeats: int, t_compile: float, rows: int) -> dict:
+    ref = next(iter(variants.values()))()
+    outs = {k: fn() for k, fn in variants.items()}  # warm-up, outputs
+    secs = {k: [] for k in variants}
+    for _ in range(repeats):  # interleaved
+        for k, fn in variants.items():
+            secs[k].append(_t(fn)[0])
+    eager = statistics.median(next(iter(secs.values())))
+    table = {}
+    for k in variants:
+        med = statistics.median(secs[k])
+        diff = (outs[k].float() - ref.float()).abs().max().item()
+        table[k] = {"s_per_batch": med, "rows": rows, "speedup_vs_eager": eager / med,
+                    "bitwise_equal_to_eager": bool(torch.equal(outs[k], ref)), "max_abs_diff": diff}
+    gain = eager - statistics.median(secs["compiled"])
+    table["compiled"]["compile_s"] = t_compile
+    table["compiled"]["break_even_batches"] = t_compile / gain if gain > 0 else None
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Know the bill before launching: device-hours (and cost) per phase of a sweep.
+
+``python -m mia_ray.sweep SWEEP.yaml --estimate [--price-per-hour P]`` times a few training steps (plain and
+DP-SGD) and the network passes of the sweep's own model on this machine's device; ``--estimate-from FILE``
+takes the same figures from a JSON file instead (``benchmarks/gpu_check.py`` writes one on the cluster's GPU
+type; keys ``Timing``'s fields). The bill is arithmetic on those figures:
+
+* training: per target, ``train.steps`` x seconds per optimiser step (DP-SGD's for a finite epsilon);
+* each attack: per target, its scored samples x (``Attack.cost`` forward passes x seconds per forward of one
+  sample + backward passes x seconds per backward of one sample), at batched throughput.
+
+Device-hours are summed over targets, i.e. one device busy that long (or N devices for 1/N of it). Stored
+targets are not subtracted; per-sample pass times are measured at the attack batch size (``resources``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+TRAIN_STEPS_TIMED = 3  # optimiser steps timed per mode after one untimed warm-up step
+PASS_REPEATS = 3  # timed batches of forward (and forward + backward) passes
+
+
+@dataclass
+class Timing:
+    """Seconds on one device: per optimiser step (plain, DP-SGD) and per sample of a batched network pass."""
+
+    device: str
+    train_plain_s_per_step: float
+    train_dp_s_per_step: float
+    forward_s_per_sample: float
+    backward_s_per_sample: float  # the vector-Jacobian pass an ODE evaluation adds per probe
+
+    @classmethod
+    def from_json(cls, path: str) -> Timing:
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--estimate-from {path}: cannot read a JSON object ({e})") from None
+        raw = raw.get("timing", raw) if isinstance(raw, dict) else raw
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if not isinstance(raw, dict) or n not in raw]
+        if missing:
+            raise ConfigError(f"--estimate-from {path}: missing key(s) {', '.join(missing)}; needs {', '.join(names)}")
+        values = {n: raw[n] for n in names}
+        bad = [n for n in names[1:] if not (isinstance(values[n], int | float) and values[n] > 0)]
+        if bad:
+            raise ConfigError(f"--estimate-from {path}: {', '.join(bad)} must be positive numbers of seconds")
+        return cls(**values)
+
+
+def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = None) -> dict:
+    """Device-hours per phase ({"training": h, "attack NAME": h, ..., "total": h}) and, with a price, cost."""
+    from .attacks import ATTACKS
+
+    seconds: dict[str, float] = {"training": 0.0}
+    for trial in trials:
+        dp = math.isfinite(trial.spec.dp.epsilon)
+        per_step = timing.train_dp_s_per_step if dp else timing.train_plain_s_per_step
+        seconds["training"] += trial.spec.train.steps * per_step
+        for a in trial.attacks:
+            n = 2 * (trial.eval_size if a.max_samples is None else min(trial.eval_size, a.max_samples))
+            cost = ATTACKS.get(a.name)().cost(a.params, num_steps)
+            per_sample = cost.forward * timing.forward_s_per_sample + cost.backward * timing.backward_s_per_sample
+            seconds[f"attack {a.name}"] = seconds.get(f"attack {a.name}", 0.0) + n * per_sample
+    hours = {k: v / 3600 for k, v in seconds.items()}
+    hours["total"] = sum(hours.values())
+    out = {"device": timing.device, "device_hours": hours}
+    if price_per_hour is not None:
+        out["price_per_hour"] = price_per_hour
+        out["cost"] = {k: h * price_per_hour for k, h in hours.items()}
+    return out
+
+
+def bill_text(result: dict) -> str:
+    lines = [f"estimate on {result['device']} (device-hours; one device):"]
+    for k, h in result["device_hours"].items():
+        cost = f"   cost {result['cost'][k]:,.2f}" if "cost" in result else ""
+        lines.append(f"  {k:<22} {h:>14,.1f} h{cost}")
+    return "\n".join(lines)
+
+
+# --- measuring on this machine -----------------------------------------------------------------------
+
+
+def measure(cfg, trials, device=None, train_steps: int = TRAIN_STEPS_TIMED) -> Timing:
+    """Time the sweep's own model here: plain and DP-SGD steps at its batch size, batched passes per sample."""
+    import torch
+
+    from .models import pick_device
+
+    device = torch.device(device) if device is not None else pick_device()
+    spec = trials[0].spec
+    plain = time_train_steps(spec, math.inf, train_steps, device)
+    eps = next((t.spec.dp.epsilon for t in trials if math.isfinite(t.spec.dp.epsilon)), 10.0)
+    dp = time_train_steps(spec, eps, train_steps, device)
+    fwd, bwd = time_passes(spec, cfg.data.resolution, cfg.data.channels, cfg.resources.batch_size, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return Timing(name, plain, dp, fwd, bwd)
+
+
+def time_train_steps(spec, epsilon: float, steps: int, device, resolution: int | None = None,
+                     channels: int | None = None) -> float:
+    """Seconds per optimiser step of ``spec``'s training (DP-SGD when ``epsilon`` is finite) on random images
+    of the spec's size: the loop time of ``steps`` + 1 steps of ``train_target`` minus that of 1 step (warm-up)."""
+    import numpy as np
+
+    from .training.train import train_target
+
+    res = resolution or spec.data.resolution
+    ch = channels or spec.data.channels
+    n = max(spec.train.batch_size * 2, 64)
+    images = np.random.default_rng(0).uniform(-1, 1, (n, ch, res, res)).astype(np.float32)
+
+    def run(k):  # TrainResult.train_seconds is the training loop's own time (no model build or DP set-up)
+        s = dataclasses.replace(spec, train=dataclasses.replace(spec.train, steps=k),
+                                dp=dataclasses.replace(spec.dp, epsilon=epsilon), train_size=n)
+        return train_target(s, images, device=device, progress=False).train_seconds
+
+    one = run(1)
+    return max((run(steps + 1) - one) / steps, 1e-9)
+
+
+def time_passes(spec, resolution: int, channels: int, batch: int, device) -> tuple[float, float]:
+    """(seconds per sample of a batched no-grad forward, extra seconds per sample of a backward (VJP)),
+    medians of PASS_REPEATS batches of ``batch`` rows after a warm-up."""
+    import statistics
+
+    import torch
+
+    from .models import build_unet
+
+    net = build_unet(spec.model, resolution, channels).to(device).eval()
+    x = torch.randn(batch, channels, resolution, resolution, device=device)
+    tau = torch.randint(0, 1000, (batch,), device=device).float()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def fwd():
+        with torch.no_grad():
+            net(x, tau)
+
+    def fwd_bwd():
+        xr = x.clone().requires_grad_(True)
+        out = net(xr, tau).sample
+        torch.autograd.grad(out, xr, torch.ones_like(out))
+
+    def timed(fn):
+        fn()
+        sync()
+        secs = []
+        for _ in range(PASS_REPEATS):
+            t = time.perf_counter()
+            fn()
+            sync()
+            secs.append(time.perf_counter() - t)
+        return statistics.median(secs) / batch
+
+    f = timed(fwd)
+    return f, max(timed(fwd_bwd) - f, 1e-12)
+

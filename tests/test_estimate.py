@@ -1,0 +1,68 @@
+"""--estimate: the bill is arithmetic on timings (a fake timing here, so the answer is known by hand)."""
+
+import json
+import math
+import os
+
+import pytest
+
+from mia_ray import sweep, sweep_config
+from mia_ray.attacks import ATTACKS
+from mia_ray.errors import ConfigError
+from mia_ray.estimate import Timing, bill, bill_text, measure
+
+FULL = os.path.join(os.path.dirname(__file__), "..", "sweeps", "full_paper.yaml")
+FAKE = Timing("fake", train_plain_s_per_step=1.0, train_dp_s_per_step=2.0, forward_s_per_sample=1e-3,
+              backward_s_per_sample=2e-3)
+
+
+def test_full_paper_bill_by_hand():
+    cfg, _ = sweep_config.load(FULL, [])
+    trials = sweep_config.expand(cfg)
+    out = bill(trials, FAKE, cfg.family.num_steps, price_per_hour=3.0)
+    h = out["device_hours"]
+    # 48 targets: 12 plain (epsilon inf) at 1 s/step and 36 DP at 2 s/step, 500,000 steps each
+    assert h["training"] == pytest.approx((12 * 1.0 + 36 * 2.0) * 500_000 / 3600)
+    # loss: 2,000 samples x 1,000 forwards x 1 ms per target
+    assert h["attack loss"] == pytest.approx(48 * 2000 * 1000 * 1e-3 / 3600)
+    lik = next(a for a in trials[0].attacks if a.name == "likelihood")
+    c = ATTACKS.get("likelihood")().cost(lik.params, 1000)
+    assert c.backward == c.forward  # one probe in full_paper.yaml
+    assert h["attack likelihood"] == pytest.approx(48 * 2000 * c.forward * (1e-3 + 2e-3) / 3600)
+    assert h["total"] == pytest.approx(sum(v for k, v in h.items() if k != "total"))
+    assert out["cost"]["total"] == pytest.approx(3.0 * h["total"])
+    assert "attack secmi" in bill_text(out)
+
+
+def test_estimate_from_json_through_the_cli(tmp_path, capsys):
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"timing": {**FAKE.__dict__, "device": "NVIDIA H200"}}))
+    assert sweep.main([FULL, "--estimate-from", str(f), "--price-per-hour", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "estimate on NVIDIA H200" in out and "training" in out and "cost" in out
+
+
+NEGATIVE = json.dumps({**FAKE.__dict__, "train_plain_s_per_step": -1})
+
+
+@pytest.mark.parametrize("content", ['{"device": "x"}', "not json", NEGATIVE])
+def test_bad_timing_file_is_one_line_config_error(tmp_path, content):
+    f = tmp_path / "t.json"
+    f.write_text(content)
+    with pytest.raises(ConfigError, match="--estimate-from"):
+        Timing.from_json(str(f))
+
+
+def test_no_dp_targets_means_no_dp_hours():
+    cfg, _ = sweep_config.load(FULL, ["epsilons=[.inf]", "train_sizes=[1000]", "families=[ddpm]"])
+    out = bill(sweep_config.expand(cfg), FAKE, 1000)
+    h = out["device_hours"]
+    assert h["training"] == pytest.approx(500_000 / 3600) and math.isfinite(h["total"]) and "cost" not in out
+
+
+def test_measure_times_the_sweeps_own_model_here():
+    quick = os.path.join(os.path.dirname(__file__), "..", "sweeps", "quickstart.yaml")
+    cfg, _ = sweep_config.load(quick, ["resources.batch_size=16"])
+    t = measure(cfg, sweep_config.expand(cfg), device="cpu", train_steps=1)
+    assert t.device.startswith("cpu")
+    assert min(t.train_plain_s_per_step, t.train_dp_s_per_step, t.forward_s_per_sample, t.backward_s_per_sample) > 0
