@@ -1,5 +1,5 @@
-"""What a sweep prints when it ends: per target and attack the best step (oracle, and calibrated with schema
-v2), ε spent against its empirical lower bound (v2), then the paper's findings."""
+"""What a sweep prints when it ends: one row per target (ε spent, its empirical ε lower bound with schema v2,
+each attack's AUC at its step: calibrated with v2, oracle with v1), then the paper's findings."""
 
 from __future__ import annotations
 
@@ -14,70 +14,56 @@ from analysis.report import build_report
 from mia_ray.steps import best_rows
 
 
-def _rate(x) -> str:
-    return "n/a" if pd.isna(x) else f"{x:.3f}"
-
-
-def _calibrated_by_trial(results: Results) -> dict:
-    """(trial_id, attack) -> (calibrated step, test AUC, test TPR@1%FPR, test TPR@10%FPR); empty for v1."""
-    cal = getattr(results, "calibrated", None)
-    if cal is None or cal.empty:
-        return {}
-    out = {}
-    for (trial, attack), g in cal.groupby(["trial_id", "attack"], sort=False):
-        tpr = dict(zip(g["oracle_metric"], g["test_tpr"], strict=True))
-        out[(trial, attack)] = (g["chosen_step"].iloc[0], g["test_auc"].iloc[0], tpr.get("tpr_at_1pct_fpr"),
-                                tpr.get("tpr_at_10pct_fpr"))
-    return out
+def _cell(auc, step) -> str:
+    """``0.882@75`` (AUC at a step), ``0.933`` for a step-free attack, ``-`` when absent."""
+    if auc is None or pd.isna(auc):
+        return "-"
+    return f"{auc:.3f}" if step is None or pd.isna(step) else f"{auc:.3f}@{int(step)}"
 
 
 def trial_table(results: Results) -> str:
-    """Per target and attack: oracle best step, AUC, TPR@1%FPR and TPR@10%FPR; with schema v2 beside them the
-    calibrated step, test-half AUC and test TPRs at 1% and 10% target FPR (plain text)."""
-    m = best_rows(results.metrics, ["trial_id", "attack"])
-    m = m.sort_values(["family", "train_size", "epsilon", "seed", "attack"], kind="stable")
-    cal = _calibrated_by_trial(results)
-    head = f"{'target':<34} {'attack':<11} {'best step':>9} {'AUC':>6} {'TPR@1%FPR':>9} {'TPR@10%FPR':>10}"
-    if cal:
-        head += f" | {'cal.step':>8} {'testAUC':>7} {'TPR@1%':>6} {'TPR@10%':>7}"
+    """One row per target: ε spent, its largest empirical ε lower bound (schema v2), and per attack the AUC at
+    its step — the test-half AUC at the step chosen on the calibration half (v2), or the oracle best-step AUC
+    (v1 results, which have no calibration half). Plain text; the report has every figure."""
+    m = results.metrics
+    cal = getattr(results, "calibrated", None)
+    calibrated = cal is not None and not cal.empty
+    if calibrated:
+        cells = cal.drop_duplicates(["trial_id", "attack"]).set_index(["trial_id", "attack"])
+        cells = {k: _cell(r.test_auc, r.chosen_step) for k, r in cells.iterrows()}
+    else:
+        best = best_rows(m, ["trial_id", "attack"])
+        cells = {(r.trial_id, r.attack): _cell(r.auc, r.step) for r in best.itertuples()}
+    audit = audit_table(results) if calibrated else pd.DataFrame()
+    lb = {}
+    if not audit.empty:
+        t = results.targets.set_index(["family", "train_size", "epsilon", "seed"])["trial_id"]
+        for r in audit.itertuples():
+            tid = t.get((r.family, r.train_size, r.epsilon, r.seed))
+            if tid is not None and not pd.isna(r.epsilon_lb_cp):
+                lb[tid] = max(lb.get(tid, 0.0), float(r.epsilon_lb_cp))
+    targets = m.drop_duplicates("trial_id").sort_values(["family", "train_size", "epsilon", "seed"], kind="stable")
+    names = list(dict.fromkeys(m["attack"]))
+    width = max([10, *(len(a) + 1 for a in names)])
+    head = f"{'target':<30} {'ε spent':>8}" + (f" {'ε_LB':>6}" if lb else "") + " |"
+    head += "".join(f"{a:>{width}}" for a in names)
     out = [head, "-" * len(head)]
-    for r in m.itertuples():
-        step = "-" if pd.isna(r.step) else str(int(r.step))
-        tpr1 = "n/a" if math.isnan(r.tpr_at_1pct_fpr) else f"{r.tpr_at_1pct_fpr:.3f}"
-        label = r.trial_id.rsplit("-", 1)[0]
-        line = f"{label:<34} {r.attack:<11} {step:>9} {r.auc:>6.3f} {tpr1:>9} {r.tpr_at_10pct_fpr:>10.3f}"
-        if cal:
-            c_step, c_auc, c1, c10 = cal.get((r.trial_id, r.attack), (None, None, None, None))
-            c_step = "-" if c_step is None or pd.isna(c_step) else str(int(c_step))
-            line += f" | {c_step:>8} {_rate(c_auc):>7} {_rate(c1):>6} {_rate(c10):>7}"
-        out.append(line)
-    if cal:
-        out.append("(left: oracle, step and ROC on the same samples; right: calibrated, chosen on the calibration "
-                   "half, counted on the test half)")
-    return "\n".join(out)
-
-
-def audit_lines(results: Results) -> str:
-    """Per target: ε spent against the largest empirical ε lower bound over its attacks (Clopper–Pearson,
-    judged; GDP beside it); empty for v1 results."""
-    t = audit_table(results)
-    if t.empty:
-        return ""
-    keys = [c for c in ("dataset", "family", "train_size", "epsilon", "seed") if c in t]
-    best = t.sort_values("epsilon_lb_cp", ascending=False, kind="stable").drop_duplicates(keys)
-    best = best.sort_values(keys, kind="stable")
-    out = ["privacy audit (ε spent vs empirical ε lower bound, 95%, calibrated step; best attack per target):"]
-    for r in best.itertuples():
-        flag = "  FAILED DP CLAIM" if r.failed_claim else ""
-        out.append(f"  {r.family} n={r.train_size} ε={fmt_eps(r.epsilon)} seed {r.seed}: ε spent "
-                   f"{fmt_eps(r.epsilon_spent)}, ε_LB {fmt_eps(r.epsilon_lb_cp)} (Clopper–Pearson, {r.attack}), "
-                   f"GDP {fmt_eps(r.epsilon_lb_gdp)}{flag}")
+    for r in targets.itertuples():
+        line = f"{r.trial_id.rsplit('-', 1)[0]:<30} {fmt_eps(r.epsilon_spent):>8}"
+        if lb:
+            line += f" {fmt_eps(lb.get(r.trial_id, math.nan)):>6}"
+        out.append(line + " |" + "".join(f"{cells.get((r.trial_id, a), '-'):>{width}}" for a in names))
+    if calibrated:
+        out.append("AUC@step: test-half AUC at the step chosen on the calibration half; ε_LB: the largest "
+                   "Clopper–Pearson lower bound over the attacks (audit/). Oracle figures: metrics/, report.html")
+    else:
+        out.append("AUC@step: oracle AUC at the best step (step and ROC on the same samples; no calibration half in "
+                   "these results)")
     return "\n".join(out)
 
 
 def finish(results_dir: str, report: bool = True) -> tuple[str, str | None]:
     """The end of a sweep: (text to print: per-target table and findings, path of report.html or None)."""
     results = load(results_dir)
-    audit = audit_lines(results)
-    text = f"{trial_table(results)}\n\n" + (f"{audit}\n\n" if audit else "") + format_findings(*check(results))
+    text = f"{trial_table(results)}\n\n" + format_findings(*check(results))
     return text, build_report(results)[0] if report else None

@@ -48,7 +48,7 @@ def test_v1_folder_reports_and_checks_findings(v1):
     assert attack == "loss" and len(found) == 3  # no audit/ -> no DP-claim finding
     assert all("oracle" in f.basis for f in found)
     text, _ = analysis.finish(v1, report=False)
-    assert "ddpm-n16-epsinf-s0" in text and "privacy audit" not in text and "cal.step" not in text
+    assert "ddpm-n16-epsinf-s0" in text and "ε_LB" not in text and "oracle AUC at the best step" in text
 
 
 def test_v1_folder_missing_a_v1_column_is_refused_in_one_line(v1):

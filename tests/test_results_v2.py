@@ -193,4 +193,6 @@ def test_v2_results_report_and_print_calibrated_and_audit_figures(tiny, tmp_path
     assert found[-1].claim.startswith("DP claims hold") and found[-1].holds is True
     text, _ = analysis.finish(tiny, report=False)
     spent = float(read(tiny, "targets")["epsilon_spent"].iloc[0])
-    assert "cal.step" in text and f"ε spent {spent:.3g}, ε_LB 0 (Clopper–Pearson, loss)" in text
+    assert "test-half AUC at the step chosen on the calibration half" in text
+    row = next(line.split() for line in text.splitlines() if line.startswith("ddpm-"))
+    assert row[1:4] == [f"{spent:.3g}", "0", "|"], row  # ε spent, then the Clopper–Pearson bound of this DP target
