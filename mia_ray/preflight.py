@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from .data import SOURCES
 from .errors import ConfigError, DataError
-from .sweep_config import SOURCES_WITH_PATH
 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "beegfs", "gpfs", "ceph", "glusterfs", "efs", "9p")
 
@@ -19,7 +19,7 @@ def check_data(cfg) -> None:
         source = open_pool(cfg)
     except DataError as e:
         hint = ""
-        if cfg.data.source in SOURCES_WITH_PATH and not given_membership(cfg):
+        if SOURCES.get(cfg.data.source).needs_path and not given_membership(cfg):
             hint = " (prepare the images as described in README 'Data', then set data.path=...)"
         raise DataError(f"{e}{hint}") from None
     need = max(cfg.train_sizes) + cfg.eval_size

@@ -27,8 +27,6 @@ from .training.dp import validate_dp
 GRID_AXES = ("families", "train_sizes", "epsilons", "seeds")
 # Keys of the typed configs that a grid axis fills per target: setting them in a sweep is an error.
 AXIS_KEYS = {"family.name": "families", "dp.epsilon": "epsilons"}
-# Deprecated: ask the registry (``SOURCES.get(name).needs_path``), which also knows plugin sources.
-SOURCES_WITH_PATH = {name for name in SOURCES if SOURCES.get(name).needs_path}
 
 __all__ = [
     "Trial", "attack_specs", "eps_label", "expand", "given_membership", "given_sizes", "load", "results_root",

@@ -26,7 +26,7 @@ import torch
 from .. import noise as keyed
 from ..errors import ConfigError
 from .base import ATTACKS, Attack, AttackOutput
-from .loss import _MIN_ROWS
+from .loss import MIN_ROWS
 from .ode import SOLVERS, solve
 
 BITS_OFFSET = 7.0  # data in [-1, 1] is 8-bit data scaled by 1/127.5: + log2(128) per dim (score_sde)
@@ -126,11 +126,11 @@ def _solve_bits_per_dim(adapter, x0, sample_ids, params):
                 div.append((vjp * v).flatten(1).sum(1))
         return torch.cat([drift.detach().flatten(1), torch.stack(div, 1).to(state.dtype)], 1)
 
-    def padded_rhs(t, state, rows):  # fewer than _MIN_ROWS rows: pad by repeating the last (see loss.py)
+    def padded_rhs(t, state, rows):  # fewer than MIN_ROWS rows: pad by repeating the last (see loss.py)
         n = len(rows)
-        if n >= _MIN_ROWS:
+        if n >= MIN_ROWS:
             return rhs(t, state, rows)
-        pad = torch.arange(_MIN_ROWS, device=state.device).clamp(max=n - 1)
+        pad = torch.arange(MIN_ROWS, device=state.device).clamp(max=n - 1)
         return rhs(t[pad], state[pad], rows[pad])[:n]
 
     state0 = torch.cat([x0.flatten(1), torch.zeros(b, n_probes, dtype=x0.dtype, device=x0.device)], 1)

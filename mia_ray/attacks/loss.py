@@ -12,7 +12,7 @@ from .base import ATTACKS, Attack, AttackOutput, Cost
 
 # Smallest model forward batch: CPU BLAS (MKL) runs GEMMs of fewer than 12 rows through another kernel whose
 # last bits differ, so without padding a score would depend on how many rows shared its forward pass.
-_MIN_ROWS = 16
+MIN_ROWS = 16
 
 
 @dataclass
@@ -61,8 +61,8 @@ class LossAttack(Attack):
             sl = slice(lo, lo + params.max_batch)
             sis, sts, drs = si[sl], st[sl], dr[sl]
             n = len(sis)
-            if n < _MIN_ROWS:  # pad a short forward by repeating its last row (see _MIN_ROWS)
-                rows = torch.arange(_MIN_ROWS, device=dev).clamp(max=n - 1)
+            if n < MIN_ROWS:  # pad a short forward by repeating its last row (see MIN_ROWS)
+                rows = torch.arange(MIN_ROWS, device=dev).clamp(max=n - 1)
                 sis, sts, drs = sis[rows], sts[rows], drs[rows]
             keys = keyed.combine(params.seed, ids[sis], sts, drs)
             z = keyed.normal(keys, tuple(x0.shape[1:]), dtype=x0.dtype)

@@ -6,15 +6,15 @@ from collections.abc import Callable
 
 import torch
 
-from .loss import _MIN_ROWS
+from .loss import MIN_ROWS
 
 
 def eps_rows(adapter, rows: Callable[[slice], torch.Tensor], steps: torch.Tensor, max_batch: int) -> torch.Tensor:
     """eps_hat(rows(i), steps[i]) for every row i, float32 [n, ...].
 
     ``rows(slice)`` builds the inputs of a slice of rows (so a flattened samples x steps work list is never
-    materialised whole). Forwards hold at most ``max_batch`` rows and are padded to >= ``_MIN_ROWS`` rows by
-    repeating the last one, so a row's prediction does not depend on its batch-mates (see loss._MIN_ROWS).
+    materialised whole). Forwards hold at most ``max_batch`` rows and are padded to >= ``MIN_ROWS`` rows by
+    repeating the last one, so a row's prediction does not depend on its batch-mates (see loss.MIN_ROWS).
     """
     n = len(steps)
     out = None
@@ -22,8 +22,8 @@ def eps_rows(adapter, rows: Callable[[slice], torch.Tensor], steps: torch.Tensor
         sl = slice(lo, min(lo + max_batch, n))
         x, st = rows(sl), steps[sl]
         m = len(st)
-        if m < _MIN_ROWS:
-            pad = torch.arange(_MIN_ROWS, device=st.device).clamp(max=m - 1)
+        if m < MIN_ROWS:
+            pad = torch.arange(MIN_ROWS, device=st.device).clamp(max=m - 1)
             x, st = x[pad], st[pad]
         e = adapter.eps_hat(x, st)[:m]
         if out is None:
