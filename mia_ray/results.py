@@ -37,19 +37,23 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # analysis.load reads these; columns and tables added later read as nulls / empty
 TABLES = ("metrics", "scores", "targets", "splits", "calibrated", "audit")
 
+_ID_COLUMNS = [  # the columns of metrics/ that name a (trial, attack) row
+    ("sweep", pa.string()),
+    ("trial_id", pa.string()),
+    ("target_id", pa.string()),
+    ("family", pa.string()),
+    ("dataset", pa.string()),
+    ("train_size", pa.int64()),
+    ("eval_size", pa.int64()),
+    ("epsilon", pa.float64()),
+    ("epsilon_spent", pa.float64()),
+    ("seed", pa.int64()),
+    ("attack", pa.string()),
+]
+
 METRICS = pa.schema(
     [
-        ("sweep", pa.string()),
-        ("trial_id", pa.string()),
-        ("target_id", pa.string()),
-        ("family", pa.string()),
-        ("dataset", pa.string()),
-        ("train_size", pa.int64()),
-        ("eval_size", pa.int64()),
-        ("epsilon", pa.float64()),
-        ("epsilon_spent", pa.float64()),
-        ("seed", pa.int64()),
-        ("attack", pa.string()),
+        *_ID_COLUMNS,
         ("step", pa.int64()),
         ("n_members", pa.int64()),
         ("n_nonmembers", pa.int64()),
@@ -124,19 +128,6 @@ SPLITS = pa.schema(
 
 # --- v2calib: the calibrated protocol and the empirical epsilon lower bounds (schema v2) ---------------
 
-_ID_COLUMNS = [  # the columns of metrics/ that name a (trial, attack) row
-    ("sweep", pa.string()),
-    ("trial_id", pa.string()),
-    ("target_id", pa.string()),
-    ("family", pa.string()),
-    ("dataset", pa.string()),
-    ("train_size", pa.int64()),
-    ("eval_size", pa.int64()),
-    ("epsilon", pa.float64()),
-    ("epsilon_spent", pa.float64()),
-    ("seed", pa.int64()),
-    ("attack", pa.string()),
-]
 _INT_KEYS = {"chosen_step", "test_fp", "test_tp", "n_cal_members", "n_cal_nonmembers", "n_test_members",
              "n_test_nonmembers", "n_hypotheses", "tp", "fn", "fp", "tn"}
 _STR_KEYS = {"oracle_metric", "method", "threshold_selection", "direction"}
@@ -303,15 +294,7 @@ def write_grid(root: str, trial_id: str, png: bytes) -> str:
     """The trial's sample grid as ``<root>/grids/<trial_id>.png`` (atomic); returns the path."""
     fs, base = filesystem(root)
     path = f"{base}/grids/{trial_id}.png"
-    fs.create_dir(f"{base}/grids", recursive=True)
-    if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{base}/grids/.{trial_id}.png.{uuid.uuid4().hex}.tmp"
-        with fs.open_output_stream(tmp) as f:
-            f.write(png)
-        fs.move(tmp, path)
-    else:
-        with fs.open_output_stream(path) as f:
-            f.write(png)
+    write_bytes_atomic(fs, path, png)
     return path
 
 
@@ -570,16 +553,21 @@ def write_trial(root: str, trial_id: str, tables: dict[str, list[dict]]) -> None
 def write_text_atomic(root: str, name: str, text: str) -> None:
     """Write a small text file (e.g. the resolved sweep.yaml) under ``root`` atomically."""
     fs, base = filesystem(root)
-    fs.create_dir(base, recursive=True)
-    path = f"{base}/{name}"
+    write_bytes_atomic(fs, f"{base}/{name}", text.encode())
+
+
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` whole: a hidden temporary name renamed into place (one PUT on object stores)."""
+    parent = os.path.dirname(path)
+    fs.create_dir(parent, recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{base}/.{name}.{uuid.uuid4().hex}.tmp"
+        tmp = f"{parent}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
         with fs.open_output_stream(tmp) as f:
-            f.write(text.encode())
+            f.write(blob)
         fs.move(tmp, path)
     else:
         with fs.open_output_stream(path) as f:
-            f.write(text.encode())
+            f.write(blob)
 
 
 def trial_done(root: str, trial_id: str) -> bool:

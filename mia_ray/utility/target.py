@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 
 import numpy as np
 import pyarrow.fs as pafs
 
 from ..config import TargetSpec, UtilityConfig
-from ..results import filesystem
+from ..results import filesystem, write_bytes_atomic
 
 FORMAT = "mia_ray.utility/1"
 SAMPLE_SEED = 0  # the DDIM initial noise of every target (same for all: a paired comparison)
@@ -38,19 +37,6 @@ def _paths(store: str, target_id: str, key: str) -> tuple[pafs.FileSystem, str, 
     fs, base = filesystem(store)
     stem = f"{base}/utility/{target_id}-{key}"
     return fs, f"{stem}.json", f"{stem}.png"
-
-
-def _put(fs: pafs.FileSystem, path: str, blob: bytes) -> None:
-    parent = os.path.dirname(path)
-    fs.create_dir(parent, recursive=True)
-    if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{parent}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
-        with fs.open_output_stream(tmp) as f:
-            f.write(blob)
-        fs.move(tmp, path)
-    else:
-        with fs.open_output_stream(path) as f:
-            f.write(blob)
 
 
 def heldout_of(spec: TargetSpec, cfg: UtilityConfig, heldout_from: int) -> tuple[np.ndarray, object]:
@@ -117,8 +103,8 @@ def get_or_measure(store: str, target, cfg: UtilityConfig, heldout_from: int, de
     record = {**out, "features": f"{net.meta['objective']}/{net.meta['key']}", "key": key, "format": FORMAT,
               "target_id": target.target_id}
     fs, meta_path, png_path = _paths(store, target.target_id, key)
-    _put(fs, png_path, png)
-    _put(fs, meta_path, json.dumps(record, indent=1, sort_keys=True).encode())  # last: marks completeness
+    write_bytes_atomic(fs, png_path, png)
+    write_bytes_atomic(fs, meta_path, json.dumps(record, indent=1, sort_keys=True).encode())  # last: marks completeness
     return {**record, "grid_png": png}
 
 
