@@ -191,15 +191,7 @@ ADDED_IN.update({(_name, _col[0]): 2 for _name, _cols in (
 
 CANARY_AUDIT = pa.schema(
     [
-        ("sweep", pa.string()),
-        ("trial_id", pa.string()),
-        ("target_id", pa.string()),
-        ("family", pa.string()),
-        ("dataset", pa.string()),
-        ("train_size", pa.int64()),
-        ("seed", pa.int64()),
-        ("epsilon", pa.float64()),
-        ("epsilon_spent", pa.float64()),
+        *list(TARGETS)[:9],  # sweep, trial_id, target_id, family, dataset, train_size, seed, epsilon, epsilon_spent
         ("attack", pa.string()),
         ("step", pa.int64()),
         ("m", pa.int64()),
