@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 from .data import SOURCES
+from .data.split import check_fits_pool
 from .errors import ConfigError, DataError
 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "beegfs", "gpfs", "ceph", "glusterfs", "efs", "9p")
@@ -22,15 +23,11 @@ def check_data(cfg) -> None:
         if SOURCES.get(cfg.data.source).needs_path and not given_membership(cfg):
             hint = " (prepare the images as described in README 'Data', then set data.path=...)"
         raise DataError(f"{e}{hint}") from None
-    need = max(cfg.train_sizes) + cfg.eval_size
-    if not given_membership(cfg) and len(source) < need:  # given: sizes checked by sweep_config.given_sizes
-        raise ConfigError(
-            f"train_sizes/eval_size: max(train_sizes) + eval_size = {need} exceeds the pool of {len(source)} "
-            f"images of {source.describe()}"
-        )
     if not given_membership(cfg):  # given members: the pool is the user's two sets, nothing to carve from it
         from .sweep_config import check_pool  # issue 13: canaries and utility held-out images fit the pool
 
+        check_fits_pool(len(source), max(cfg.train_sizes), cfg.eval_size, source.describe(),
+                        key="train_sizes/eval_size: max(train_sizes) + eval_size")
         check_pool(cfg, len(source))
         check_reference_pool(cfg, len(source))
     check_inputs(cfg, source)

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .attacks import ATTACKS
 from .config import AttackSpec, CanarySpec, DataConfig, SweepConfig, TargetSpec, Trial
 from .data import SOURCES
+from .data.base import check_image_shape
 from .errors import ConfigError
 from .families import FAMILIES
 from .training.dp import validate_dp
@@ -246,10 +247,7 @@ def check_data_config(data: DataConfig, given: bool = False) -> None:
     source = SOURCES.get(data.source, key="data.source")
     if source.needs_path and not data.path and not given:
         raise ConfigError(f"data.path is required for data.source = {data.source!r}")
-    if data.channels not in (1, 3):
-        raise ConfigError(f"data.channels = {data.channels}; allowed: 1 (grayscale) or 3 (RGB)")
-    if data.resolution < 4:
-        raise ConfigError(f"data.resolution = {data.resolution}; allowed: an integer >= 4")
+    check_image_shape(data)
 
 
 def _check_dp(dp) -> None:

@@ -298,6 +298,19 @@ def test_unknown_source_and_bad_config():
         open_source(cfg("digits", resolution=0))
 
 
+def test_sources_and_the_door_share_one_image_shape_rule():
+    """A source opened directly refuses what the sweep's door refuses, with the same line."""
+    from mia_ray.sweep_config import check_data_config
+
+    for bad in ({"resolution": 3}, {"resolution": True}, {"channels": 2}):
+        with pytest.raises(ConfigError) as direct:
+            open_source(cfg("digits", **bad))
+        with pytest.raises(ConfigError) as door:
+            check_data_config(cfg("digits", **bad))
+        assert str(direct.value) == str(door.value)
+    assert open_source(cfg("digits", resolution=4, channels=1)).load(np.array([0])).shape == (1, 1, 4, 4)
+
+
 @pytest.mark.parametrize("source", ["folder", "hdf5", "npz", "parquet"])
 def test_missing_path(tmp_path, source):
     with raises(DataError, rf"data\.path is required for source '{source}'.*set data\.path="):

@@ -70,7 +70,8 @@ def test_bits_per_dim_and_evaluations_are_bitwise_independent_of_the_batch(rando
     each sample alone (forwards are padded to >= 16 rows, steps rounded from float64)."""
     x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     ids = torch.arange(6)
-    params = LikelihoodParams(rtol=1e-3, atol=1e-3, probes=2, solver=method)
+    tol = {"dopri5": 1e-2, "dop853": 1e-1}[method]  # rows still take 92-116 / 218-242 evaluations (1e-3: 40 s)
+    params = LikelihoodParams(rtol=tol, atol=tol, probes=2, solver=method)
     whole, n_whole = bits_per_dim_probes_nfe(random_adapter, x, ids, params)
     assert len(set(n_whole.tolist())) > 1  # rows really took different step sequences
     parts = [bits_per_dim_probes_nfe(random_adapter, x[sl], ids[sl], params) for sl in (slice(0, 4), slice(4, 6))]

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -125,7 +126,7 @@ def test_pretrained_directory_is_a_target(tmp_path, digits64):
     res = train_target(tiny_spec(steps=1), digits64, progress=False)
     res.unet.save_pretrained(tmp_path / "pre", safe_serialization=True)
     spec = tiny_spec()
-    spec.model.pretrained = str(tmp_path / "pre")
+    spec = replace(spec, model=replace(spec.model, pretrained=str(tmp_path / "pre")))
     target = get_or_train(TargetStore(str(tmp_path / "store")), spec)
     assert not target.trained_now and torch.equal(_outputs(target.load()), _outputs(res.unet))
     os.remove(tmp_path / "pre" / "diffusion_pytorch_model.safetensors")

@@ -11,6 +11,16 @@ from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .pixels import fit
 
+MIN_RESOLUTION = 4  # the UNet halves the image once per block: smaller images leave nothing to convolve
+
+
+def check_image_shape(cfg: DataConfig) -> None:
+    """``data.channels`` and ``data.resolution``: the one rule, used by every source and by the sweep's door."""
+    if cfg.channels not in (1, 3):
+        raise ConfigError(f"data.channels = {cfg.channels!r}; allowed: 1 (grayscale) or 3 (RGB)")
+    if isinstance(cfg.resolution, bool) or not isinstance(cfg.resolution, int) or cfg.resolution < MIN_RESOLUTION:
+        raise ConfigError(f"data.resolution = {cfg.resolution!r}; allowed: an integer >= {MIN_RESOLUTION}")
+
 
 class Source:
     """A pool of images addressed by integer sample ids ``0 .. len(self) - 1``.
@@ -26,10 +36,7 @@ class Source:
     accepts: ClassVar[str] = ""  # what data.path should be, for error messages
 
     def __init__(self, cfg: DataConfig):
-        if cfg.channels not in (1, 3):
-            raise ConfigError(f"data.channels = {cfg.channels!r}; allowed: 1 (grayscale) or 3 (RGB)")
-        if not isinstance(cfg.resolution, int) or cfg.resolution < 1:
-            raise ConfigError(f"data.resolution = {cfg.resolution!r}; allowed: a positive integer")
+        check_image_shape(cfg)
         self.cfg = cfg
         self.path: Path | None = self._require_path(cfg) if self.needs_path else None
 

@@ -122,6 +122,15 @@ class Split:
         return split.check()
 
 
+def check_fits_pool(pool_size: int, train_size: int, eval_size: int, dataset: str = "the data set",
+                    key: str = "split: train_size + eval_size") -> None:
+    """Members and non-members are disjoint draws from the pool: ``train_size + eval_size <= pool_size``."""
+    if train_size + eval_size > pool_size:
+        raise ConfigError(
+            f"{key} = {train_size + eval_size} exceeds the pool of {pool_size} images of {dataset}"
+        )
+
+
 def make_split(
     pool_size: int, train_size: int, eval_size: int, seed: int, dataset: str = "the data set"
 ) -> Split:
@@ -135,11 +144,7 @@ def make_split(
             f"split.eval_size = {eval_size} exceeds split.train_size = {train_size}; "
             "evaluation members are a subset of the members"
         )
-    if train_size + eval_size > pool_size:
-        raise ConfigError(
-            f"split: train_size + eval_size = {train_size + eval_size} exceeds the pool of {pool_size} "
-            f"images of {dataset}"
-        )
+    check_fits_pool(pool_size, train_size, eval_size, dataset)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(pool_size)
     members = perm[:train_size]
