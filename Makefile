@@ -26,7 +26,7 @@ venv: $(VENV)/.installed
 TEST_WORKERS ?= 2
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 lint: venv
 	$(BIN)/ruff check .

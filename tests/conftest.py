@@ -44,7 +44,8 @@ def store_dir(tmp_path_factory):
 
 
 # The slowest files (measured with --durations on 2 cores: Ray end-to-end runs of 40-160 s each) go first, so
-# that `make test`'s two pytest-xdist workers (--dist loadfile) do not end with one of them alone on a long file.
+# that `make test`'s two pytest-xdist workers (--dist loadfile --no-loadscope-reorder: keep this order) do not
+# end with one of them alone on a long file.
 SLOW_FIRST = ("test_sweep.py", "test_multinode.py", "test_lira.py", "test_autoscaling.py", "test_issue13_wiring.py",
               "test_pretrained.py", "test_console.py", "test_results_v2.py", "test_cli_claims.py")
 
