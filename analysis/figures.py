@@ -192,6 +192,12 @@ def _low_fpr_column(frames: list[pd.DataFrame]) -> tuple[str, str, float]:
     return "tpr_at_10pct_fpr", "TPR @ 10% FPR", 0.1
 
 
+def _legend_right(fig, axes) -> None:
+    """One legend for the figure, right of the panels, from the first panel's series (all panels share them)."""
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center")
+
+
 def _fallback_note(ax, fpr: float) -> None:
     if fpr > 0.01:
         ax.text(
@@ -251,8 +257,7 @@ def vs_train_size(results: Results, out_dir: str) -> str | None:
         ax.set_xlabel("training-set size (members)")
         ax.set_ylabel(ylabel)
     _fallback_note(axes[0][1], low_fpr)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center")
+    _legend_right(fig, axes)
     fig.suptitle(f"Leakage vs training-set size, {_eps_label(eps)}", fontsize=12)
     return ps.save(fig, out_dir, "vs_train_size")
 
@@ -310,8 +315,7 @@ def vs_epsilon(results: Results, out_dir: str) -> str | None:
         if col != "final_loss":
             ax.set_ylim(0.0 if col == "low" else min(0.45, ax.get_ylim()[0]), 1.02)
     _fallback_note(axes[0][1], low_fpr)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center")
+    _legend_right(fig, axes)
     fig.suptitle("Privacy vs utility: leakage and training loss against the privacy budget ε", fontsize=12)
     return ps.save(fig, out_dir, "vs_epsilon")
 
@@ -449,8 +453,7 @@ def privacy_utility(results: Results, out_dir: str) -> str | None:
             ax.axhline(chance, color="0.5", linestyle=":", linewidth=1, label="chance")
         ax.set_xlabel("Fréchet distance of samples (lower = better)")
         ax.set_ylabel(ylabel)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center")
+    _legend_right(fig, axes)
     fig.suptitle("Privacy vs utility: leakage against sample quality, points labelled by ε", fontsize=12)
     return ps.save(fig, out_dir, "privacy_utility")
 
