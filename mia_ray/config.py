@@ -66,11 +66,14 @@ class DPConfig:
     poisson: bool = True
     accountant: str = "rdp"  # calibrates the noise: rdp | prv (both are recorded)
     secure_mode: bool = False  # Opacus' cryptographically secure RNG: what a real DP claim needs
+    # per-sample gradients of DP-SGD: hooks | functorch | ghost | vmap (mia_ray/training/grad_sample.py); the
+    # same clipped, noised update and accounting in every mode, only the speed differs
+    grad_sample_mode: str = "hooks"
 
 
 # Fields added after targets were stored: hashed only when they differ from these values, so the ids of
 # existing targets do not change (a changed id orphans a user's stored targets).
-_HASHED_UNLESS_DEFAULT = {"dp": {"accountant": "rdp", "secure_mode": False}}
+_HASHED_UNLESS_DEFAULT = {"dp": {"accountant": "rdp", "secure_mode": False, "grad_sample_mode": "hooks"}}
 
 
 @dataclass
