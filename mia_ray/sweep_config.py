@@ -115,7 +115,7 @@ def validate(cfg: SweepConfig) -> None:
     given = _check_given(cfg)
     _check_grid(cfg, given)
     check_data_config(cfg.data, given)
-    _check_dp(cfg.dp, cfg.model)
+    _check_dp(cfg.dp)
     _pipeline_family(cfg)
     _check_family(cfg.family)
     _check_train(cfg.train)
@@ -252,12 +252,12 @@ def check_data_config(data: DataConfig, given: bool = False) -> None:
         raise ConfigError(f"data.resolution = {data.resolution}; allowed: an integer >= 4")
 
 
-def _check_dp(dp, model) -> None:
+def _check_dp(dp) -> None:
     if not 0 < dp.delta < 1:
         raise ConfigError(f"dp.delta = {dp.delta}; allowed: 0 < delta < 1")
     if dp.max_grad_norm <= 0:
         raise ConfigError(f"dp.max_grad_norm = {dp.max_grad_norm}; allowed: > 0")
-    validate_dp(dp, model=model)  # dp.accountant, dp.grad_sample_mode, dp.secure_mode
+    validate_dp(dp)  # dp.accountant, dp.grad_sample_mode, dp.secure_mode
 
 
 def _check_family(fam) -> None:

@@ -1,7 +1,8 @@
 """dp.grad_sample_mode: every mode's DP step is the DP-SGD update recomputed here by hand — each sample's own
 gradient (autograd on that sample alone), clipped at max_grad_norm, summed, plus the noise replayed from the
 seeded generator, divided by the batch size — with the same accountant history; unknown modes are refused
-at the door; the default leaves target ids unchanged."""
+at the door; the default leaves target ids unchanged. The UNet with attention is the case Opacus 1.6 gets
+wrong without grad_sample.contiguous_conv_inputs."""
 
 import copy
 import math
@@ -19,12 +20,6 @@ from mia_ray.training.grad_sample import MODES
 from mia_ray.training.train import _make_private
 
 ATTENTION = ModelConfig(block_out_channels=[16, 16], layers_per_block=1, attention=True, norm_num_groups=8)
-# Opacus 1.6's hooks see zero per-sample gradients for the convs after diffusers' attention blocks (measured:
-# their grad_sample is 0 while .grad is not); strict xfails, so a fixed Opacus shows up here.
-HOOK_BROKEN_WITH_ATTENTION = {
-    "hooks": "hooks: those convs get a zero clipped gradient (noise only); the guarantee holds, learning does not",
-    "ghost": "ghost: per-sample norms miss those convs, the second backward includes them (update ~2% off)",
-}
 B, C = 16, 0.05  # batch; a clip norm far below the per-sample gradient norms, so clipping is active
 
 
@@ -62,9 +57,7 @@ def _reference(unet, spec, fam, x0, steps, noise, sigma):
 
 @pytest.mark.parametrize("model", [TINY_MODEL, ATTENTION], ids=["conv", "attention"])
 @pytest.mark.parametrize("mode", list(MODES))
-def test_one_dp_step_is_the_hand_computed_clipped_and_noised_update(mode, model, request):
-    if model is ATTENTION and mode in HOOK_BROKEN_WITH_ATTENTION:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=HOOK_BROKEN_WITH_ATTENTION[mode]))
+def test_one_dp_step_is_the_hand_computed_clipped_and_noised_update(mode, model):
     spec = _spec(mode, model)
     torch.manual_seed(0)
     unet = build_unet(spec.model, 8, 1).train()
@@ -119,17 +112,15 @@ def test_the_default_mode_leaves_target_ids_unchanged_and_another_mode_is_anothe
     assert TargetSpec(dp=DPConfig(epsilon=1.0, grad_sample_mode=other)).target_id != "ee5a774522f06cc4"
 
 
-def test_ghost_with_attention_is_refused_at_the_door_and_before_training(digits64, monkeypatch):
-    from mia_ray.sweep_config import validate
-    from mia_ray.training.train import train_target
 
-    refused = r"^dp\.grad_sample_mode = 'ghost' with model\.attention = true: .*; allowed: "
-    with pytest.raises(ConfigError, match=refused):
-        validate(SweepConfig(model=ATTENTION, dp=DPConfig(grad_sample_mode="ghost"), epsilons=[1.0]))
-    validate(SweepConfig(model=TINY_MODEL, dp=DPConfig(grad_sample_mode="ghost"), epsilons=[1.0]))  # no attention
-    called = []
-    monkeypatch.setattr("mia_ray.training.train.build_unet", lambda *a, **k: called.append(1))
-    spec = _spec("ghost", ATTENTION)
-    with pytest.raises(ConfigError, match="grad_sample_mode"):
-        train_target(spec, digits64, device="cpu", progress=False)
-    assert not called
+def test_opacus_conv_per_sample_gradient_still_needs_contiguous_inputs():
+    """The reason for grad_sample.contiguous_conv_inputs: when this fails, Opacus reads channels_last inputs
+    right and the workaround can go."""
+    from opacus import GradSampleModule
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+    x = torch.randn(3, 4, 4, 4).contiguous(memory_format=torch.channels_last)
+    ref = torch.stack([torch.autograd.grad(conv(x[i : i + 1]).pow(2).sum(), conv.weight)[0] for i in range(3)])
+    GradSampleModule(conv)(x).pow(2).sum().backward()
+    assert not torch.allclose(conv.weight.grad_sample, ref, atol=1e-4)

@@ -20,23 +20,17 @@ import torch
 
 from ..errors import ConfigError
 from .grad_sample import MODES as GRAD_SAMPLE_MODES
-from .grad_sample import WRONG_WITH_ATTENTION
 
 ACCOUNTANTS = ("rdp", "prv")
 log = logging.getLogger("mia_ray")
 
 
-def validate_dp(dp, key: str = "dp", model=None) -> None:
-    """Reject DP options that cannot work (one line naming the key), before any compute; ``model``: the
-    ModelConfig, for the per-sample-gradient modes that are wrong with attention."""
+def validate_dp(dp, key: str = "dp") -> None:
+    """Reject DP options that cannot work (one line naming the key), before any compute."""
     if dp.accountant not in ACCOUNTANTS:
         raise ConfigError(f"{key}.accountant = {dp.accountant!r}; allowed: {', '.join(ACCOUNTANTS)}")
     if dp.grad_sample_mode not in GRAD_SAMPLE_MODES:
         raise ConfigError(f"{key}.grad_sample_mode = {dp.grad_sample_mode!r}; allowed: {', '.join(GRAD_SAMPLE_MODES)}")
-    if model is not None and model.attention and dp.grad_sample_mode in WRONG_WITH_ATTENTION:
-        ok = ", ".join(m for m in GRAD_SAMPLE_MODES if m not in WRONG_WITH_ATTENTION)
-        raise ConfigError(f"{key}.grad_sample_mode = {dp.grad_sample_mode!r} with model.attention = true: "
-                          f"{WRONG_WITH_ATTENTION[dp.grad_sample_mode]}; allowed: {ok}")
     if dp.secure_mode and importlib.util.find_spec("torchcsprng") is None:
         raise ConfigError(
             f"{key}.secure_mode = true needs Opacus' secure RNG package torchcsprng, which is not installed "

@@ -88,18 +88,29 @@ def _vmap(b: Backward, family, x0, steps, noise):
     return torch.cat(losses).mean()
 
 
-# Modes whose per-sample gradients are wrong for UNet2DModel with attention (Opacus 1.6, measured in
-# tests/test_grad_sample_modes.py): its hooks see a zero per-sample gradient for every conv after a diffusers
-# attention block (their grad_sample is 0 while .grad is not). Refused at the door for such models.
-WRONG_WITH_ATTENTION = {
-    "ghost": "Opacus' ghost clipping misses the convs after attention in the per-sample norms (measured 2-3% "
-             "low) but not in the update, so a clipped gradient can exceed max_grad_norm",
-}
+def contiguous_conv_inputs(module: torch.nn.Module) -> None:
+    """Hand every Conv2d of ``module`` a contiguous (NCHW) input.
 
-# mode -> (Opacus' grad_sample_mode, backward)
-MODES: dict[str, tuple[str, Callable]] = {
-    "hooks": ("hooks", _hooks),
-    "functorch": ("functorch", _hooks),
-    "ghost": ("ghost", _ghost),
-    "vmap": ("no_op", _vmap),
+    Opacus 1.6's per-sample conv gradient (``opacus.utils.tensor_utils.unfold2d``, used by ``hooks`` and
+    ``ghost``) reads its input with ``as_strided`` as if it were NCHW-contiguous; for a channels_last-strided
+    input it is wrong (measured: exactly zero). diffusers' attention blocks output such tensors and the
+    GroupNorm / SiLU after them keep the layout, so without this every conv after an attention block got a zero
+    clipped gradient under ``hooks`` (noise only) and ``ghost`` under-estimated the per-sample norms (2-3%
+    low, so its clipped gradients could exceed max_grad_norm). tests/test_grad_sample_modes.py checks both on
+    a UNet with attention. A copy per conv of a non-contiguous input; a no-op for contiguous ones."""
+
+    def pre_hook(_, args):
+        return (args[0].contiguous(), *args[1:])
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_pre_hook(pre_hook)
+
+
+# mode -> (Opacus' grad_sample_mode, backward, needs contiguous conv inputs)
+MODES: dict[str, tuple[str, Callable, bool]] = {
+    "hooks": ("hooks", _hooks, True),
+    "functorch": ("functorch", _hooks, False),  # torch.func per layer: right for any layout
+    "ghost": ("ghost", _ghost, True),
+    "vmap": ("no_op", _vmap, False),
 }

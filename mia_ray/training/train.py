@@ -22,7 +22,7 @@ from ..families import make_family
 from ..models import NoiseNet, build_unet, count_params, pick_device
 from ..progress import Progress
 from .dp import epsilons, noise_generator, sample_rate_steps, validate_dp
-from .grad_sample import MODES, Backward, PerSampleLoss
+from .grad_sample import MODES, Backward, PerSampleLoss, contiguous_conv_inputs
 
 HELDOUT_DRAWS = 4  # (step, noise) draws per held-out image
 
@@ -49,7 +49,7 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     ``heldout``: non-member images (same layout) for ``heldout_loss``."""
     dp = math.isfinite(spec.dp.epsilon)
     if dp:
-        validate_dp(spec.dp, model=spec.model)
+        validate_dp(spec.dp)
     device = torch.device(device) if device is not None else pick_device()
     torch.manual_seed(spec.seed)
     gen = torch.Generator().manual_seed(spec.seed)
@@ -152,7 +152,9 @@ def _make_private(unet, opt, data, spec: TargetSpec, gen, device):
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    opacus_mode, backward_fn = MODES[spec.dp.grad_sample_mode]
+    opacus_mode, backward_fn, contiguous = MODES[spec.dp.grad_sample_mode]
+    if contiguous:  # Opacus' conv per-sample gradient is wrong for channels_last-strided inputs (see there)
+        contiguous_conv_inputs(unet)
     ghost = {"criterion": PerSampleLoss()} if opacus_mode == "ghost" else {}
 
     index = TensorDataset(torch.arange(len(data)))
