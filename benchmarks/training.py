@@ -77,8 +77,12 @@ def rates(yaml_path: str, steps: int, repeats: int, device, modes, epsilon: floa
     plain, dp = [], {m: [] for m in specs}
     for _ in range(repeats):  # interleaved
         plain.append(time_train_steps(spec, float("inf"), steps, device))
-        for mode, s in specs.items():
-            dp[mode].append(time_train_steps(s, epsilon, steps, device))
+        for mode, s in list(specs.items()):
+            try:
+                dp[mode].append(time_train_steps(s, epsilon, steps, device))
+            except (RuntimeError, MemoryError) as e:  # e.g. out of memory at the paper size: the finding
+                failed[mode] = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+                del specs[mode], dp[mode]
     p = statistics.median(plain)
     d = {m: statistics.median(v) for m, v in dp.items()}
     return {
