@@ -28,6 +28,7 @@ import torch
 
 VMAP_CHUNK = 128  # rows per vmap call: a whole Poisson batch at the quickstart size (64 + its spread: a 64-row cap
 # split ~half the batches in two and made vmap slower than hooks); 16- and 32-row chunks were 2x slower on CPU
+# At the paper size (64x64, batch 32, CPU) a whole-batch vmap ran out of 19 GB where hooks fit.
 
 
 class PerSampleLoss(torch.nn.Module):
