@@ -66,11 +66,18 @@ class DPConfig:
     poisson: bool = True
     accountant: str = "rdp"  # calibrates the noise: rdp | prv (both are recorded)
     secure_mode: bool = False  # Opacus' cryptographically secure RNG: what a real DP claim needs
+    # per-sample gradients of DP-SGD: hooks | functorch | ghost | vmap (mia_ray/training/grad_sample.py); the
+    # same clipped, noised update and accounting in every mode, only the speed differs. hooks stays the default:
+    # measured (benchmarks/training.py, CPU, 1 thread, docs/bench_training.json) at the quickstart size DP
+    # steps/s were hooks 18.1, vmap 18.8, ghost 17.3, functorch 13.2 (5 interleaved repeats) and in a 9-repeat
+    # rerun hooks 19.2, vmap 17.6: no mode is reliably faster than hooks; at the paper size vmap ran out of
+    # memory (19 GB) where hooks did not
+    grad_sample_mode: str = "hooks"
 
 
 # Fields added after targets were stored: hashed only when they differ from these values, so the ids of
 # existing targets do not change (a changed id orphans a user's stored targets).
-_HASHED_UNLESS_DEFAULT = {"dp": {"accountant": "rdp", "secure_mode": False}}
+_HASHED_UNLESS_DEFAULT = {"dp": {"accountant": "rdp", "secure_mode": False, "grad_sample_mode": "hooks"}}
 
 
 @dataclass

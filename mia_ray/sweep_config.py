@@ -255,7 +255,7 @@ def _check_dp(dp) -> None:
         raise ConfigError(f"dp.delta = {dp.delta}; allowed: 0 < delta < 1")
     if dp.max_grad_norm <= 0:
         raise ConfigError(f"dp.max_grad_norm = {dp.max_grad_norm}; allowed: > 0")
-    validate_dp(dp)  # dp.accountant, dp.secure_mode
+    validate_dp(dp)  # dp.accountant, dp.grad_sample_mode, dp.secure_mode
 
 
 def _check_family(fam) -> None:

@@ -7,6 +7,7 @@
 * ``dp.secure_mode`` uses Opacus' cryptographically secure RNG (torchcsprng) for the noise and the
   Poisson sampling, which a real DP claim needs (a seeded PRNG's noise can be reconstructed); off by
   default so research runs are reproducible.
+* ``dp.grad_sample_mode`` picks how the per-sample gradients are computed (``grad_sample.MODES``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import torch
 
 from ..errors import ConfigError
+from .grad_sample import MODES as GRAD_SAMPLE_MODES
 
 ACCOUNTANTS = ("rdp", "prv")
 log = logging.getLogger("mia_ray")
@@ -27,6 +29,8 @@ def validate_dp(dp, key: str = "dp") -> None:
     """Reject DP options that cannot work (one line naming the key), before any compute."""
     if dp.accountant not in ACCOUNTANTS:
         raise ConfigError(f"{key}.accountant = {dp.accountant!r}; allowed: {', '.join(ACCOUNTANTS)}")
+    if dp.grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise ConfigError(f"{key}.grad_sample_mode = {dp.grad_sample_mode!r}; allowed: {', '.join(GRAD_SAMPLE_MODES)}")
     if dp.secure_mode and importlib.util.find_spec("torchcsprng") is None:
         raise ConfigError(
             f"{key}.secure_mode = true needs Opacus' secure RNG package torchcsprng, which is not installed "

@@ -22,6 +22,7 @@ from ..families import make_family
 from ..models import NoiseNet, build_unet, count_params, pick_device
 from ..progress import Progress
 from .dp import epsilons, noise_generator, sample_rate_steps, validate_dp
+from .grad_sample import MODES, Backward, PerSampleLoss, contiguous_conv_inputs
 
 HELDOUT_DRAWS = 4  # (step, noise) draws per held-out image
 
@@ -60,9 +61,9 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     ema = copy.deepcopy(unet).eval().requires_grad_(False) if spec.train.ema_decay > 0 else None
     if dp:
-        model, opt, batches, engine = _make_private(unet, opt, data, spec, gen, device)
+        model, opt, batches, engine, backward = _make_private(unet, opt, data, spec, gen, device)
     else:
-        model, engine = unet, None
+        model, engine, backward = unet, None, None
         batches = _shuffled_batches(len(data), spec.train.batch_size, gen)
     net = NoiseNet(model)
     amp = device.type == "cuda" and not dp
@@ -76,11 +77,14 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
             x0 = data[idx].to(device)
             steps = family.sample_train(len(idx), gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-            with ctx:
-                loss = family.loss(net, x0, steps, noise).mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if backward is not None:  # DP-SGD: per-sample gradients by dp.grad_sample_mode
+                loss = backward(family, x0, steps, noise)
+            else:
+                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+                with ctx:
+                    loss = family.loss(net, x0, steps, noise).mean()
+                loss.backward()
             if not dp and spec.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(unet.parameters(), spec.train.grad_clip)
             opt.step()
@@ -143,16 +147,22 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 def _make_private(unet, opt, data, spec: TargetSpec, gen, device):
     """Opacus DP-SGD: noise calibrated to (epsilon, delta) over the planned steps by ``dp.accountant``,
-    Poisson sampling; the seeded noise generator on the training device (Opacus' CSPRNG in secure mode)."""
+    Poisson sampling; the seeded noise generator on the training device (Opacus' CSPRNG in secure mode);
+    per-sample gradients by ``dp.grad_sample_mode`` (``grad_sample.MODES``)."""
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
+
+    opacus_mode, backward_fn, contiguous = MODES[spec.dp.grad_sample_mode]
+    if contiguous:  # Opacus' conv per-sample gradient is wrong for channels_last-strided inputs (see there)
+        contiguous_conv_inputs(unet)
+    ghost = {"criterion": PerSampleLoss()} if opacus_mode == "ghost" else {}
 
     index = TensorDataset(torch.arange(len(data)))
     bs = min(spec.train.batch_size, len(data))
     loader = DataLoader(index, batch_size=bs, shuffle=True, generator=gen)
     epochs = max(1, math.ceil(spec.train.steps / len(loader)))
     engine = PrivacyEngine(accountant=spec.dp.accountant, secure_mode=spec.dp.secure_mode)
-    model, dp_opt, dp_loader = engine.make_private_with_epsilon(
+    made = engine.make_private_with_epsilon(
         module=unet,
         optimizer=opt,
         data_loader=loader,
@@ -162,11 +172,15 @@ def _make_private(unet, opt, data, spec: TargetSpec, gen, device):
         max_grad_norm=spec.dp.max_grad_norm,
         poisson_sampling=spec.dp.poisson,
         noise_generator=None if spec.dp.secure_mode else noise_generator(device, spec.seed + 1),
+        grad_sample_mode=opacus_mode,
+        **ghost,
     )
+    model, dp_opt, dp_loader = made[0], made[1], made[-1]  # ghost also returns the wrapped criterion (made[2])
+    backward = Backward(backward_fn, NoiseNet(model), unet, made[2] if ghost else None)
 
     def batches():
         while True:
             for (idx,) in dp_loader:
                 yield idx
 
-    return model, dp_opt, batches(), engine
+    return model, dp_opt, batches(), engine, backward
