@@ -124,3 +124,24 @@ def test_opacus_conv_per_sample_gradient_still_needs_contiguous_inputs():
     ref = torch.stack([torch.autograd.grad(conv(x[i : i + 1]).pow(2).sum(), conv.weight)[0] for i in range(3)])
     GradSampleModule(conv)(x).pow(2).sum().backward()
     assert not torch.allclose(conv.weight.grad_sample, ref, atol=1e-4)
+
+
+def test_dp_targets_with_attention_get_a_new_id_and_no_other_target_does():
+    """DP + attention trained differently before the contiguous-conv fix: their id changes, nothing else's does."""
+    import hashlib
+    import json
+    from dataclasses import replace
+
+    from mia_ray.config import DPConfig, jsonable
+
+    def old_id(spec):  # the formula before the fix
+        d = spec.to_dict()
+        d["dp"] = {k: v for k, v in d["dp"].items()
+                   if (k, v) not in (("accountant", "rdp"), ("secure_mode", False), ("grad_sample_mode", "hooks"))}
+        return hashlib.sha256(json.dumps(jsonable(d), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+    base = tiny_spec()
+    for attention in (False, True):
+        for eps in (math.inf, 10.0):
+            spec = replace(base, model=replace(base.model, attention=attention), dp=DPConfig(epsilon=eps))
+            assert (spec.target_id != old_id(spec)) == (attention and math.isfinite(eps)), (attention, eps)
