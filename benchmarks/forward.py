@@ -1,6 +1,7 @@
-"""Forward-pass switches on this device: eager vs inference_mode vs channels_last vs torch.compile (inductor).
+"""Forward-pass switches on this device: eager vs inference_mode vs channels_last vs bf16 autocast vs torch.compile.
 
     python benchmarks/forward.py --quick      # the quickstart model at 8x8, sweep-sized batches
+    python benchmarks/forward.py --quick --no-compile   # without the minutes of inductor compilation
 
 Prints ONE JSON object: for the loss-type workload (no-grad batched forwards: loss, pia, pian, secmi, sima
 all run these) and the likelihood workload (forward + one VJP per ODE evaluation, 16-row batches as the
@@ -36,6 +37,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--yaml", default="sweeps/quickstart.yaml")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg, _ = sweep_config.load(os.path.join(ROOT, args.yaml), [])
@@ -52,14 +54,18 @@ def main(argv=None) -> dict:
     x = torch.randn(b, ch, res, res)
     tau = torch.randint(0, 1000, (b,)).float()
     cl = unet.to(memory_format=torch.channels_last)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     variants = {
         "eager_no_grad": lambda: _nograd(unet, x, tau),
         "inference_mode": lambda: _inference(unet, x, tau),
         "channels_last": lambda: _nograd(cl, x.to(memory_format=torch.channels_last), tau),
+        "bf16_autocast": lambda: _bf16(dev, _nograd, unet, x, tau),
     }
-    compiled = torch.compile(unet)
-    t_compile, _ = _t(lambda: _nograd(compiled, x, tau))
-    variants["compiled"] = lambda: _nograd(compiled, x, tau)
+    t_compile = None
+    if not args.no_compile:
+        compiled = torch.compile(unet)
+        t_compile, _ = _t(lambda: _nograd(compiled, x, tau))
+        variants["compiled"] = lambda: _nograd(compiled, x, tau)
     unet.to(memory_format=torch.contiguous_format)
     out["loss_type"] = _compare(variants, repeats, t_compile, b)
 
@@ -72,10 +78,13 @@ def main(argv=None) -> dict:
         (g,) = torch.autograd.grad(y, xr, torch.ones_like(y))
         return g
 
-    compiled2 = torch.compile(unet)
-    t_compile2, _ = _t(lambda: vjp(compiled2))
-    out["likelihood_type"] = _compare({"eager": lambda: vjp(unet), "compiled": lambda: vjp(compiled2)},
-                                      repeats, t_compile2, 16)
+    lik = {"eager": lambda: vjp(unet), "bf16_autocast": lambda: _bf16(dev, lambda *a: vjp(unet))}
+    t_compile2 = None
+    if not args.no_compile:
+        compiled2 = torch.compile(unet)
+        t_compile2, _ = _t(lambda: vjp(compiled2))
+        lik["compiled"] = lambda: vjp(compiled2)
+    out["likelihood_type"] = _compare(lik, repeats, t_compile2, 16)
     print(json.dumps(out, indent=1))
     return out
 
@@ -88,6 +97,11 @@ def _nograd(net, x, tau):
 def _inference(net, x, tau):
     with torch.inference_mode():
         return net(x, tau).sample
+
+
+def _bf16(dev, fn, *args):
+    with torch.autocast(dev, dtype=torch.bfloat16):
+        return fn(*args)
 
 
 def _compare(variants: dict, repeats: int, t_compile: float, rows: int) -> dict:
@@ -104,9 +118,10 @@ def _compare(variants: dict, repeats: int, t_compile: float, rows: int) -> dict:
         diff = (outs[k].float() - ref.float()).abs().max().item()
         table[k] = {"s_per_batch": med, "rows": rows, "speedup_vs_eager": eager / med,
                     "bitwise_equal_to_eager": bool(torch.equal(outs[k], ref)), "max_abs_diff": diff}
-    gain = eager - statistics.median(secs["compiled"])
-    table["compiled"]["compile_s"] = t_compile
-    table["compiled"]["break_even_batches"] = t_compile / gain if gain > 0 else None
+    if "compiled" in table:
+        gain = eager - statistics.median(secs["compiled"])
+        table["compiled"]["compile_s"] = t_compile
+        table["compiled"]["break_even_batches"] = t_compile / gain if gain > 0 else None
     return table
 
 
