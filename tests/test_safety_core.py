@@ -124,3 +124,22 @@ def test_training_steps_follow_the_given_generator_not_the_global_rng(name):
     assert torch.equal(a, b)
     c = fam.sample_train(64, torch.Generator().manual_seed(6))
     assert not torch.equal(a, c)
+
+
+def test_split_checks_the_pool_edges_and_compares_ids():
+    """Mutation testing found these split rules untested: an id equal to the pool size or negative is outside
+    the pool, equal seeds and pool sizes do not make two splits equal, booleans are not sizes."""
+    from mia_ray.data.split import Split, make_split
+    from mia_ray.errors import ConfigError, DataError
+
+    ok = dict(members=np.array([0, 1, 2]), eval_members=np.array([1]), nonmembers=np.array([3]), seed=0)
+    for bad in ([0, 1, 4], [-1, 1, 2]):
+        with pytest.raises(DataError, match=r"^split: members holds sample ids outside the pool \[0, 4\)$"):
+            Split(**{**ok, "members": np.array(bad)}, pool_size=4).check()
+    Split(**ok, pool_size=4).check()
+    a = Split(**ok, pool_size=4)
+    assert a == Split(**ok, pool_size=4)
+    assert a != Split(**{**ok, "nonmembers": np.array([5])}, pool_size=4)
+    with pytest.raises(ConfigError, match=r"^split\.train_size = True; allowed: an integer >= 1$"):
+        make_split(10, True, 1, 0)
+    assert len(make_split(10, 1, 1, 0).members) == 1
