@@ -143,3 +143,27 @@ def test_split_checks_the_pool_edges_and_compares_ids():
     with pytest.raises(ConfigError, match=r"^split\.train_size = True; allowed: an integer >= 1$"):
         make_split(10, True, 1, 0)
     assert len(make_split(10, 1, 1, 0).members) == 1
+
+
+@pytest.mark.parametrize("name", ["vpsde", "vesde"])
+def test_continuous_training_times_are_uniform_on_eps_to_one(name):
+    """t ~ U[eps, 1], recomputed from the same generator (mutants scaling or shifting t by eps survived a range
+    test); the step returned is t T."""
+    from mia_ray.config import FamilyConfig
+    from mia_ray.families import make_family
+
+    fam = make_family(FamilyConfig(name=name))
+    steps = fam.sample_train(1000, torch.Generator().manual_seed(5))
+    u = torch.rand(1000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    torch.testing.assert_close(steps, (u * (1 - fam.eps) + fam.eps) * fam.T, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "vesde"])
+def test_prior_log_density_of_a_single_sample(name):
+    from mia_ray.config import FamilyConfig
+    from mia_ray.families import make_family
+
+    fam = make_family(FamilyConfig(name=name))
+    z = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    both = fam.prior_logp(torch.cat([z, 2 * z]))
+    torch.testing.assert_close(fam.prior_logp(z), both[:1])
