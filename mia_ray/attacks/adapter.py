@@ -18,7 +18,10 @@ class DiffusionAdapter(StepMixin):
         self.net = NoiseNet(unet.to(self.device).eval().requires_grad_(False))
         self.num_steps = family.T
         self.t_range = family.t_range
-        self.amp = amp and self.device.type == "cuda"  # bf16 autocast only where it pays: on CUDA
+        # bf16 autocast on CUDA only. On this project's CPU (AVX512-BF16) it was 1.50x on 256-row no-grad forwards
+        # but 0.94x on the likelihood's forward + VJP (benchmarks/forward.py, docs/bench_speed.md section 6); it
+        # changes every score and is emulated (slow) on CPUs without bf16 instructions, so CPU stays fp32
+        self.amp = amp and self.device.type == "cuda"
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
