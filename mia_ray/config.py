@@ -46,6 +46,9 @@ class ModelConfig:
     attention: bool = False  # attention blocks in the lowest-resolution level
     norm_num_groups: int = 8
     pretrained: str | None = None  # a diffusers UNet2DModel directory (safetensors) to attack as is
+    # bf16 autocast of the network on CUDA (plain training and every attack; DP-SGD and the utility sampler
+    # run fp32); false = fp32 everywhere. No effect on CPU (fp32: see attacks/adapter.py for the measurement)
+    bf16: bool = True
 
 
 @dataclass
@@ -77,7 +80,8 @@ class DPConfig:
 
 # Fields added after targets were stored: hashed only when they differ from these values, so the ids of
 # existing targets do not change (a changed id orphans a user's stored targets).
-_HASHED_UNLESS_DEFAULT = {"dp": {"accountant": "rdp", "secure_mode": False, "grad_sample_mode": "hooks"}}
+_HASHED_UNLESS_DEFAULT = {"dp": {"accountant": "rdp", "secure_mode": False, "grad_sample_mode": "hooks"},
+                         "model": {"bf16": True}}
 
 
 @dataclass

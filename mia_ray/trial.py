@@ -46,7 +46,7 @@ def score_in_process(
 ) -> dict:
     """Score all rows with every attack (or ``attacks``) in this process, batch by batch (the reference path)."""
     unet = target.load(device or "cpu")
-    adapter = DiffusionAdapter(make_family(trial.spec.family), unet, amp=True)
+    adapter = DiffusionAdapter(make_family(trial.spec.family), unet, amp=trial.spec.model.bf16)
     attacks = trial.attacks if attacks is None else attacks
     parts = []
     for lo in range(0, len(rows["sample_id"]), batch_size):

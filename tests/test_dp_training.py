@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_spec
 
-from mia_ray.config import DPConfig, SweepConfig, TargetSpec, jsonable
+from mia_ray.config import DPConfig, SweepConfig, TargetSpec, jsonable, spec_json
 from mia_ray.errors import ConfigError
 from mia_ray.training import dp as dpmod
 from mia_ray.training.build import heldout_images, member_images
@@ -82,10 +82,10 @@ def test_unknown_accountant_is_refused_naming_the_key_and_the_allowed_ones():
 
 def _old_target_id(spec: TargetSpec) -> str:
     """The id as computed before dp.accountant / dp.secure_mode (and the other fields of this round: canaries,
-    reference, data.members / nonmembers; later dp.grad_sample_mode) existed."""
+    reference, data.members / nonmembers; later dp.grad_sample_mode and model.bf16) existed."""
     d = asdict(spec)
     del d["dp"]["accountant"], d["dp"]["secure_mode"], d["dp"]["grad_sample_mode"], d["canaries"], d["reference"]
-    del d["data"]["members"], d["data"]["nonmembers"]
+    del d["data"]["members"], d["data"]["nonmembers"], d["model"]["bf16"]
     return hashlib.sha256(json.dumps(jsonable(d), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -172,3 +172,48 @@ def test_a_failing_accountant_is_recorded_as_nan_not_lost(monkeypatch, caplog):
     got = dpmod.epsilons(9.1796875, 1.0, 300, 1e-5)
     assert math.isnan(got["prv"]) and got["rdp"] == pytest.approx(9.991, abs=0.01)
     assert "prv accountant failed" in caplog.text
+
+
+def test_model_bf16_switch_reaches_every_network_and_enters_the_id_only_when_off(monkeypatch):
+    """model.bf16 (CUDA only) turns bf16 autocast off for training and scoring; at its default the ids of
+    existing targets are unchanged, switched off a target gets its own id (its weights may differ)."""
+    from dataclasses import replace
+
+    from mia_ray import trial as trial_mod
+    from mia_ray.config import Trial
+    from mia_ray.distributed import scoring as scoring_mod
+    from mia_ray.training import train as train_mod
+
+    on = tiny_spec()
+    off = replace(on, model=replace(on.model, bf16=False))
+    assert on.target_id == _old_target_id(on) and off.target_id != on.target_id
+    seen = []
+
+    class Recorder:
+        def __init__(self, family, unet, device=None, amp=False):
+            seen.append(amp)
+            raise StopIteration  # nothing is scored
+
+    class FakeTarget:
+        def load(self, device=None):
+            return torch.nn.Linear(1, 1)
+
+    class FakeStore:
+        def __init__(self, root):
+            pass
+
+        def get(self, spec):
+            return FakeTarget()
+
+    monkeypatch.setattr(trial_mod, "DiffusionAdapter", Recorder)
+    monkeypatch.setattr(scoring_mod, "DiffusionAdapter", Recorder)
+    monkeypatch.setattr(scoring_mod, "TargetStore", FakeStore)
+    for spec in (on, off):
+        with pytest.raises(StopIteration):
+            trial_mod.score_in_process(FakeTarget(), Trial("t", spec, 4), {"sample_id": np.arange(0)})
+        with pytest.raises(StopIteration):
+            scoring_mod.cached_adapter("/nowhere", spec_json(spec))
+    assert seen == [True, True, False, False]
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert train_mod.uses_bf16(on, cuda) and not train_mod.uses_bf16(off, cuda)
+    assert not train_mod.uses_bf16(on, cpu) and not train_mod.uses_bf16(replace(on, dp=DPConfig(epsilon=1.0)), cuda)

@@ -50,7 +50,7 @@ def cached_adapter(store_root: str, spec_text: str) -> DiffusionAdapter:
     target = TargetStore(store_root).get(spec)
     if target is None:
         raise RuntimeError(f"target {spec.target_id} is not in the store {store_root}")
-    adapter = DiffusionAdapter(make_family(spec.family), target.load(pick_device()), amp=True)
+    adapter = DiffusionAdapter(make_family(spec.family), target.load(pick_device()), amp=spec.model.bf16)
     _MODELS[key] = adapter
     while len(_MODELS) > max(1, CACHE_SIZE):
         _MODELS.popitem(last=False)

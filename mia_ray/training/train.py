@@ -66,7 +66,7 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
         model, engine, backward = unet, None, None
         batches = _shuffled_batches(len(data), spec.train.batch_size, gen)
     net = NoiseNet(model)
-    amp = device.type == "cuda" and not dp
+    amp = uses_bf16(spec, device)
     losses, t0 = [], time.monotonic()
     with Progress(spec.train.steps, f"train {spec.family.name} n={spec.train_size} eps={spec.dp.epsilon}",
                   enabled=progress) as bar:
@@ -109,6 +109,12 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
         eps = epsilons(*sample_rate_steps(engine.accountant.history), spec.dp.delta)
         result.epsilon_rdp, result.epsilon_prv = eps["rdp"], eps["prv"]
     return result
+
+
+def uses_bf16(spec: TargetSpec, device: torch.device) -> bool:
+    """bf16 autocast for this training run: plain training on CUDA when ``model.bf16`` (DP-SGD stays fp32:
+    Opacus' per-sample gradients)."""
+    return device.type == "cuda" and not math.isfinite(spec.dp.epsilon) and spec.model.bf16
 
 
 def heldout_loss(unet, spec: TargetSpec, images: np.ndarray, device=None) -> float:
