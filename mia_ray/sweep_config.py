@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import math
 import os
+import typing
 from dataclasses import fields, is_dataclass
 
 from omegaconf import OmegaConf
@@ -62,6 +63,8 @@ def _merge(path: str, overrides: list[str] | None):
             for key, axis in AXIS_KEYS.items():
                 if OmegaConf.select(c, key, default=None) is not None:
                     raise ConfigError(f"{path}: key {key!r} is a grid axis; set {axis}: [...] instead")
+        for c in (raw, extra):
+            check_booleans(OmegaConf.to_container(c), SweepConfig, "", path + ": ")
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw, extra)
         return OmegaConf.to_object(merged), merged
     except ConfigError:
@@ -75,6 +78,21 @@ def _merge(path: str, overrides: list[str] | None):
         raise ConfigError(f"{path}: key {key!r}: {msg}") from None
     except Exception as e:  # YAML syntax and the like
         raise ConfigError(f"{path}: cannot read the sweep: {str(e).splitlines()[0]}") from None
+
+
+def check_booleans(values, cls, prefix: str, where: str = "") -> None:
+    """A boolean key takes YAML ``true``/``false`` only: omegaconf alone reads 3, "yes" or "on" as true."""
+    if not isinstance(values, dict):
+        return
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name not in values:
+            continue
+        v, t = values[f.name], hints[f.name]
+        if t is bool and not isinstance(v, bool):
+            raise ConfigError(f"{where}{prefix}{f.name} = {v!r}; allowed: true or false")
+        if is_dataclass(t):
+            check_booleans(v, t, f"{prefix}{f.name}.", where)
 
 
 def _resolved_yaml(merged) -> str:
@@ -316,6 +334,7 @@ def _attack_spec(name: str, params, num_steps: int) -> AttackSpec:
     params = dict(params or {})
     max_samples = params.pop("max_samples", None)
     allowed = [f.name for f in fields(attack.Params)]
+    check_booleans(params, attack.Params, f"attacks.{name}.")
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(attack.Params), params))
     except OmegaConfBaseException as e:

@@ -64,3 +64,17 @@ def test_bad_values_are_one_line_errors_at_the_door(tmp_path, over, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("(", r"\(")) as e:
         load(tmp_path, **over)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("over, line", [
+    ({"model": {"attention": 3}}, r"model\.attention = 3; allowed: true or false$"),
+    ({"model": {"bf16": "fast"}}, r"model\.bf16 = 'fast'; allowed: true or false$"),
+    ({"dp": {"poisson": 0}}, r"dp\.poisson = 0; allowed: true or false$"),
+    ({"attacks": {"lira": {"global_variance": 1}}}, r"^attacks\.lira\.global_variance = 1; allowed: true or false$"),
+])
+def test_boolean_keys_take_true_or_false_only(tmp_path, over, line):
+    """omegaconf alone would read 3 or a string as true: a boolean key is refused with one line otherwise."""
+    with pytest.raises(ConfigError, match=line):
+        load(tmp_path, **over)
+    cfg, _ = load(tmp_path, model={"attention": False, "bf16": False})
+    assert cfg.model.attention is False and cfg.model.bf16 is False
