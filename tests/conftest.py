@@ -38,6 +38,17 @@ def digits64() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module, restored after it: the tiny model gains little from two, and on a shared
+    2-core box two OpenMP threads were measured 2x slower to train and up to 30x slower to solve the likelihood
+    ODE than one. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def store_dir(tmp_path_factory):
     """A target store shared by the tests of one module (targets trained once, reused)."""
     return str(tmp_path_factory.mktemp("store"))

@@ -21,6 +21,8 @@ from mia_ray.metrics import summarize
 from mia_ray.models import build_unet
 from mia_ray.training import TargetStore, get_or_train
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
+
 FAST = {"likelihood": LikelihoodParams(rtol=1e-2, atol=1e-2)}  # loose tolerance: 64 ODE solves stay quick
 MEMBERS = 32
 TRAIN_STEPS = 1500
@@ -32,13 +34,6 @@ TRAIN_STEPS = 1500
 def params_of(name):
     return FAST.get(name) or ATTACKS.get(name).Params()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

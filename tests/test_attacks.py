@@ -23,6 +23,8 @@ from mia_ray.metrics import auc, summarize
 from mia_ray.models import build_unet
 from mia_ray.training import TargetStore, get_or_train
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
+
 FAMILY_NAMES = ["ddpm", "smld", "vpsde", "vesde"]
 
 
@@ -147,16 +149,6 @@ def test_diffusion_adapter_eps_hat_is_what_the_training_loss_sees(name, digits64
 
 # --- a tiny DDPM over-fitted on 64 digits ------------------------------------------------------------
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread in this module: the tiny model gains little from two, and on a shared 2-core box
-    (other test runs busy) two OpenMP threads were measured 2x slower to train and up to 30x slower to
-    solve the likelihood ODE than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import tiny_spec
 from scipy import stats
 from sweep_files import read
@@ -21,15 +20,10 @@ from mia_ray.metrics import FPR_TARGETS
 from mia_ray.training import TargetStore
 from mia_ray.trial import calibrated_tables, run_trial
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
+
 STEPS = [0, 50, 100, 999]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _trial(spec, eval_size, steps=STEPS) -> Trial:
