@@ -60,13 +60,11 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     warm = max(spec.train.warmup, 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     ema = copy.deepcopy(unet).eval().requires_grad_(False) if spec.train.ema_decay > 0 else None
-    if dp:
-        model, opt, batches, engine, backward = _make_private(unet, opt, data, spec, gen, device)
+    if dp:  # per-sample gradients by dp.grad_sample_mode
+        _, opt, batches, engine, backward = _make_private(unet, opt, data, spec, gen, device)
     else:
-        model, engine, backward = unet, None, None
+        engine, backward = None, _plain_backward(NoiseNet(unet), uses_bf16(spec, device))
         batches = _shuffled_batches(len(data), spec.train.batch_size, gen)
-    net = NoiseNet(model)
-    amp = uses_bf16(spec, device)
     losses, t0 = [], time.monotonic()
     with Progress(spec.train.steps, f"train {spec.family.name} n={spec.train_size} eps={spec.dp.epsilon}",
                   enabled=progress) as bar:
@@ -78,13 +76,7 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
             steps = family.sample_train(len(idx), gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             opt.zero_grad(set_to_none=True)
-            if backward is not None:  # DP-SGD: per-sample gradients by dp.grad_sample_mode
-                loss = backward(family, x0, steps, noise)
-            else:
-                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-                with ctx:
-                    loss = family.loss(net, x0, steps, noise).mean()
-                loss.backward()
+            loss = backward(family, x0, steps, noise)
             if not dp and spec.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(unet.parameters(), spec.train.grad_clip)
             opt.step()
@@ -115,6 +107,18 @@ def uses_bf16(spec: TargetSpec, device: torch.device) -> bool:
     """bf16 autocast for this training run: plain training on CUDA when ``model.bf16`` (DP-SGD stays fp32:
     Opacus' per-sample gradients)."""
     return device.type == "cuda" and not math.isfinite(spec.dp.epsilon) and spec.model.bf16
+
+
+def _plain_backward(net, amp: bool):
+    """The backward of plain training: the mean loss (bf16 autocast on CUDA when ``amp``), detached."""
+
+    def backward(family, x0, steps, noise):
+        with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+            loss = family.loss(net, x0, steps, noise).mean()
+        loss.backward()
+        return loss.detach()
+
+    return backward
 
 
 def heldout_loss(unet, spec: TargetSpec, images: np.ndarray, device=None) -> float:
