@@ -38,6 +38,7 @@ bench: venv
 	$(BIN)/python benchmarks/attacks.py --quick
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/rows.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

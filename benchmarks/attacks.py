@@ -250,12 +250,13 @@ def main(argv=None) -> dict:
     batch = {"image": images[:n_loss_ours].numpy(), "sample_id": ids[:n_loss_ours],
              "is_member": member[:n_loss_ours]}
     ours_loss, base_loss, bare = [], [], []
+    rows = adapter.max_rows(args.max_batch, images.shape)  # rows per forward the attack makes (CPU cap)
     baseline_loss_curves(adapter, images[:1])  # warm-up
     score_batch(adapter, {k: v[:2] for k, v in batch.items()}, [AttackSpec("loss", params)])
     for _ in range(repeats):
         base_loss.append(_timed(lambda: baseline_loss_curves(adapter, images[:n_loss_base]))[0])
         ours_loss.append(_timed(lambda: score_batch(adapter, batch, [AttackSpec("loss", params)]))[0])
-        bare.append(_bare_forward(adapter, images.shape[1:], n_loss_ours * T, args.max_batch))
+        bare.append(_bare_forward(adapter, images.shape[1:], n_loss_ours * T, rows))
     rate_base_loss = n_loss_base / _med(base_loss)
     rate_ours_loss = n_loss_ours / _med(ours_loss)
     rate_bare = n_loss_ours / _med(bare)
@@ -325,7 +326,8 @@ def main(argv=None) -> dict:
         "timings": {
             "loss_baseline_s": _med(base_loss), "loss_baseline_samples": n_loss_base,
             "loss_ours_s": _med(ours_loss), "loss_ours_samples": n_loss_ours,
-            "loss_bare_forward_s": _med(bare), "loss_max_batch": args.max_batch, "loss_steps": T,
+            "loss_bare_forward_s": _med(bare), "loss_max_batch": args.max_batch, "loss_rows_per_call": rows,
+            "loss_steps": T,
             "loss_baseline_samples_per_s": rate_base_loss, "loss_ours_samples_per_s": rate_ours_loss,
             "likelihood_baseline_s_per_sample": _med(t_base), "likelihood_baseline_samples": n_lik_base,
             "likelihood_baseline_nfe_median": _med(base_nfe),

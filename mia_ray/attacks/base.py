@@ -30,6 +30,8 @@ class ModelAdapter(Protocol):
     - ``ode_drift(x, t)``: the PF-ODE drift ``f(x, t) - g(t)^2 score(x, t) / 2`` at per-sample times ``t`` [B];
       must be differentiable in ``x`` (the likelihood attack takes its divergence).
     - ``prior_logp(z)``: per-sample log-density of the prior at ``t1``.
+    - optional ``max_rows(max_batch, image_shape)``: rows per network call (``rows_per_call``; without it
+      ``max_batch``).
     """
 
     num_steps: int
@@ -47,6 +49,13 @@ class ModelAdapter(Protocol):
     def ode_drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+def rows_per_call(adapter, max_batch: int, image_shape) -> int:
+    """Rows per network call: the adapter's ``max_rows`` where it has one (``DiffusionAdapter``: a CPU cap),
+    else ``max_batch``."""
+    max_rows = getattr(adapter, "max_rows", None)
+    return max_rows(max_batch, image_shape) if max_rows else max_batch
 
 
 class StepMixin:

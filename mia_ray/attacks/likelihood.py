@@ -25,7 +25,7 @@ import torch
 
 from .. import noise as keyed
 from ..errors import ConfigError
-from .base import ATTACKS, Attack, AttackOutput
+from .base import ATTACKS, Attack, AttackOutput, rows_per_call
 from .loss import MIN_ROWS
 from .ode import SOLVERS, solve
 
@@ -90,9 +90,17 @@ def bits_per_dim_probes(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, par
 
 
 def bits_per_dim_probes_nfe(adapter, x0: torch.Tensor, sample_ids: torch.Tensor, params: LikelihoodParams):
-    """(bits/dim per probe [B, probes], network evaluations per sample [B])."""
+    """(bits/dim per probe [B, probes], network evaluations per sample [B]).
+
+    The samples are solved in groups of ``rows_per_call`` (all at once on CUDA; on CPU as many as keep the
+    network's activations cache-sized); a sample's bits/dim do not depend on its group."""
+    rows = max(1, rows_per_call(adapter, len(x0), x0.shape))
     with _one_thread_on_cpu(x0.device):
-        return _solve_bits_per_dim(adapter, x0, sample_ids, params)
+        parts = [
+            _solve_bits_per_dim(adapter, x0[lo : lo + rows], sample_ids[lo : lo + rows], params)
+            for lo in range(0, len(x0), rows)
+        ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 @contextlib.contextmanager

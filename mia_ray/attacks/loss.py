@@ -8,7 +8,7 @@ import torch
 
 from .. import noise as keyed
 from ..errors import ConfigError
-from .base import ATTACKS, Attack, AttackOutput, Cost
+from .base import ATTACKS, Attack, AttackOutput, Cost, rows_per_call
 
 # Smallest model forward batch: CPU BLAS (MKL) runs GEMMs of fewer than 12 rows through another kernel whose
 # last bits differ, so without padding a score would depend on how many rows shared its forward pass.
@@ -21,7 +21,7 @@ class LossParams:
     all_steps: bool = False  # score every step 0..T-1 (the paper's full curve); overrides ``steps``
     draws: int = 1  # K noise draws averaged per (sample, step); K = 1 is the paper
     seed: int = 0  # noise of (sample, step, draw) is a function of (seed, sample_id, step, draw)
-    max_batch: int = 1024  # model forward batch (samples x steps x draws are flattened into it)
+    max_batch: int = 1024  # most rows per model forward (samples x steps x draws flattened; CPU caps it lower)
 
 
 @ATTACKS.register("loss")
@@ -57,8 +57,9 @@ class LossAttack(Attack):
         st = steps.repeat_interleave(k).repeat(b)
         dr = torch.arange(k, device=dev).repeat(b * s)
         out = torch.empty(b * s * k, device=dev)
-        for lo in range(0, len(si), params.max_batch):
-            sl = slice(lo, lo + params.max_batch)
+        per_call = rows_per_call(adapter, params.max_batch, x0.shape)
+        for lo in range(0, len(si), per_call):
+            sl = slice(lo, lo + per_call)
             sis, sts, drs = si[sl], st[sl], dr[sl]
             n = len(sis)
             if n < MIN_ROWS:  # pad a short forward by repeating its last row (see MIN_ROWS)

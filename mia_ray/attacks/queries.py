@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from .base import rows_per_call
 from .loss import MIN_ROWS
 
 
@@ -13,13 +14,15 @@ def eps_rows(adapter, rows: Callable[[slice], torch.Tensor], steps: torch.Tensor
     """eps_hat(rows(i), steps[i]) for every row i, float32 [n, ...].
 
     ``rows(slice)`` builds the inputs of a slice of rows (so a flattened samples x steps work list is never
-    materialised whole). Forwards hold at most ``max_batch`` rows and are padded to >= ``MIN_ROWS`` rows by
-    repeating the last one, so a row's prediction does not depend on its batch-mates (see loss.MIN_ROWS).
+    materialised whole). Forwards hold at most ``max_batch`` rows (fewer on CPU: ``rows_per_call``) and are
+    padded to >= ``MIN_ROWS`` rows by repeating the last one, so a row's prediction does not depend on its
+    batch-mates (see loss.MIN_ROWS).
     """
     n = len(steps)
     out = None
-    for lo in range(0, n, max_batch):
-        sl = slice(lo, min(lo + max_batch, n))
+    step = rows_per_call(adapter, max_batch, rows(slice(0, 1)).shape) if n else max_batch
+    for lo in range(0, n, step):
+        sl = slice(lo, min(lo + step, n))
         x, st = rows(sl), steps[sl]
         m = len(st)
         if m < MIN_ROWS:
