@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from . import sweep_config
+    from .data import SOURCES
     from .preflight import check_data, node_types_from_setting
 
     overrides = list(args.overrides) + ([f"output={args.output}"] if args.output else [])
@@ -204,6 +205,8 @@ def _run(args) -> int:
     trials = sweep_config.expand(cfg)
     print(plan_text(cfg, trials), flush=True)
     if args.dry_run:
+        if not SOURCES.get(cfg.data.source).needs_path:  # bundled data (digits): checked here too, instantly
+            check_data(cfg)
         print("dry run: nothing trained, scored or written")
         return 0
     if args.estimate or args.estimate_from:  # mia_ray/estimate.py: the bill, nothing trained or written

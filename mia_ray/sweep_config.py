@@ -291,8 +291,10 @@ def _check_train(tr) -> None:
     for key, v in (("train.steps", tr.steps), ("train.batch_size", tr.batch_size)):
         if v < 1:
             raise ConfigError(f"{key} = {v}; allowed: an integer >= 1")
-    if tr.lr <= 0 or not 0 <= tr.ema_decay < 1:
-        raise ConfigError("train.lr must be > 0 and train.ema_decay in [0, 1)")
+    if not tr.lr > 0:
+        raise ConfigError(f"train.lr = {tr.lr}; allowed: a number > 0")
+    if not 0 <= tr.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay = {tr.ema_decay}; allowed: 0 <= ema_decay < 1")
 
 
 def _check_model(m, resolution: int) -> None:

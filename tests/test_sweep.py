@@ -186,6 +186,15 @@ def test_missing_sweep_file_and_dry_run(tmp_path, capsys):
     assert "vesde" in capsys.readouterr().out
 
 
+def test_dry_run_checks_the_bundled_pool(tmp_path, capsys):
+    """With bundled data (digits) --dry-run also refuses a training set the pool cannot hold, writing nothing."""
+    quick = os.path.join(os.path.dirname(__file__), "..", "sweeps", "quickstart.yaml")
+    assert main([quick, "train_sizes=[5000]", "--output", str(tmp_path / "o"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exceeds the pool of 1797 images" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_flags_may_come_after_overrides(tmp_path, capsys):
     quick = os.path.join(os.path.dirname(__file__), "..", "sweeps", "quickstart.yaml")
     assert main([quick, "families=[vpsde]", "--output", str(tmp_path / "o"), "train_sizes=[64]", "--dry-run"]) == 0

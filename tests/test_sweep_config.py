@@ -59,6 +59,8 @@ def test_grid_axes_fill_family_name_and_epsilon(tmp_path):
     ({"data": {"source": "test_needs_path"}}, "data.path is required for data.source = 'test_needs_path'"),
     ({"data": {"source": "digits", "channels": 2}}, "data.channels"),
     ({"data": {"source": "digits", "resolution": 2}}, "data.resolution"),
+    ({"train": {"lr": -1.0}}, "train.lr = -1.0; allowed: a number > 0"),
+    ({"train": {"ema_decay": 2.0}}, "train.ema_decay = 2.0; allowed: 0 <= ema_decay < 1"),
 ])
 def test_bad_values_are_one_line_errors_at_the_door(tmp_path, over, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("(", r"\(")) as e:
