@@ -197,13 +197,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from . import sweep_config
     from .data import SOURCES
-    from .preflight import check_data, node_types_from_setting
+    from .preflight import check_data, check_writable, node_types_from_setting
 
     overrides = list(args.overrides) + ([f"output={args.output}"] if args.output else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
     node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)
     print(plan_text(cfg, trials), flush=True)
+    check_writable(cfg)
     if args.dry_run:
         if not SOURCES.get(cfg.data.source).needs_path:  # bundled data (digits): checked here too, instantly
             check_data(cfg)

@@ -392,3 +392,25 @@ def test_good_inputs_pass_preflight_and_the_scan_is_recorded_in_the_user_cache(t
     records = list((tmp_path / "cache" / "pool_scans").glob("*.json"))
     assert len(records) == 1 and '"n": 200' in records[0].read_text()
     assert not (tmp_path / "out").exists()  # the output and the store stay untouched until Ray's checks pass
+
+
+@pytest.mark.parametrize("key", ["output", "store"])
+def test_an_output_or_store_path_through_a_file_is_refused_before_ray(key, tmp_path, capfd, monkeypatch):
+    """A results root or store that cannot be a folder (a file on its path) used to fail after Ray started,
+    writing the sweep record; now one line at the door, also under --dry-run, and the file is untouched."""
+    from mia_ray.sweep import main
+
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("mine")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    quick = str(ROOT / "sweeps" / "quickstart.yaml")
+    path = str(blocker / "sub") if key == "output" else str(blocker)
+    for extra in ([], ["--dry-run"]):
+        capfd.readouterr()
+        rc = main([quick, f"{key}={path}", f"output={tmp_path / 'out'}" if key == "store" else "seeds=[0]", *extra])
+        lines = capfd.readouterr().err.splitlines()
+        assert rc == 2 and len(lines) == 1, lines
+        allowed = "allowed: a folder path (created if missing)"
+        assert lines[0] == f"error: {key}: {blocker} is a file, not a folder; {allowed}"
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert blocker.read_text() == "mine" and not (tmp_path / "out").exists()
