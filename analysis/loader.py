@@ -129,12 +129,23 @@ def read_scores(
     return _read(results, "scores", expr, columns)
 
 
+def _footer(fs: pafs.FileSystem, path: str) -> pq.FileMetaData:
+    """The Parquet footer of ``path``; a damaged file is one line naming it (deleting it and re-running the
+    sweep recomputes that trial: a trial counts as done only when all its files exist)."""
+    try:
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise AnalysisError(
+            f"{path}: cannot read Parquet ({_one_line(exc)}); delete it and re-run the sweep to recompute its trial"
+        ) from exc
+
+
 def _file_columns(fs: pafs.FileSystem, files: list[str]) -> set[str]:
     """The columns every one of ``files`` has (from the Parquet footers)."""
     names = None
     for path in files:
-        with fs.open_input_file(path) as f:
-            these = set(pq.ParquetFile(f).schema_arrow.names)
+        these = set(_footer(fs, path).schema.to_arrow_schema().names)
         names = these if names is None else names & these
     return names or set()
 
@@ -166,8 +177,7 @@ def _score_versions(fs: pafs.FileSystem, files: list[str]) -> list:
     """schema_version of each scores file from Parquet statistics (no need to read the scores)."""
     versions = []
     for path in files:
-        with fs.open_input_file(path) as f:
-            meta = pq.ParquetFile(f).metadata
+        meta = _footer(fs, path)
         idx = meta.schema.to_arrow_schema().get_field_index("schema_version")
         if idx < 0:
             continue

@@ -89,6 +89,21 @@ def test_missing_columns(tmp_path):
     assert "missing columns" in _error(tmp_path)
 
 
+@pytest.mark.parametrize("table", ["metrics", "scores"])
+def test_a_damaged_parquet_file_is_one_line_naming_it(tmp_path, table):
+    """A truncated or foreign file under a table (a copy cut short, a disk error) names the file, not a traceback."""
+    import shutil
+
+    root = build_results(str(tmp_path / "fixture"))
+    victim = sorted((tmp_path / "fixture" / table).iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:5])
+    message = _error(root)
+    assert str(victim) in message and "cannot read Parquet" in message and "delete it and re-run" in message
+    shutil.copy(victim, tmp_path / "fixture" / table / "zz_foreign.parquet")  # an extra damaged file, too
+    victim.unlink()
+    assert "zz_foreign.parquet" in _error(root)
+
+
 def test_cli_reports_a_bad_directory_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
