@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 
 from .config import FamilyConfig
-from .errors import MiaRayError
+from .errors import ConfigError, MiaRayError
 
 log = logging.getLogger("mia_ray")
 
@@ -37,7 +37,6 @@ def _list(args) -> None:
     from . import sweep_config
     from .attacks import ATTACKS
     from .data import SOURCES
-    from .errors import ConfigError
     from .families import FAMILIES
 
     for m in [m for m in args.plugins.split(",") if m]:
@@ -177,6 +176,16 @@ def _setup_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def _check_estimate_flags(args) -> None:
+    """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep)."""
+    if args.price_per_hour is None:
+        return
+    if not (args.estimate or args.estimate_from):
+        raise ConfigError("--price-per-hour needs --estimate or --estimate-from (it prices their device-hours)")
+    if not args.price_per_hour >= 0:
+        raise ConfigError(f"--price-per-hour = {args.price_per_hour}; allowed: a number >= 0")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags may come before, between or after overrides
     _setup_logging(args.verbose)
@@ -185,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give a sweep YAML file (or --list)", file=sys.stderr)
         return 2
     try:
+        _check_estimate_flags(args)
         if args.list:
             _list(args)
             return 0

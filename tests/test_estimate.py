@@ -42,6 +42,23 @@ def test_estimate_from_json_through_the_cli(tmp_path, capsys):
     assert "estimate on NVIDIA H200" in out and "training" in out and "cost" in out
 
 
+@pytest.mark.parametrize("flags, line", [
+    (["--price-per-hour", "2"], "error: --price-per-hour needs --estimate or --estimate-from"),
+    (["--estimate-from", "T", "--price-per-hour", "-1"], "error: --price-per-hour = -1.0; allowed: a number >= 0"),
+    (["--estimate-from", "T", "--price-per-hour", "nan"], "error: --price-per-hour = nan; allowed: a number >= 0"),
+])
+def test_price_flag_is_checked_before_anything_runs(tmp_path, capsys, monkeypatch, flags, line):
+    """Without an estimate the price would have started the real sweep; a negative price, a negative bill."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(FAKE.__dict__))
+    flags = [str(f) if a == "T" else a for a in flags]
+    assert sweep.main([FULL, *flags, f"output={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 NEGATIVE = json.dumps({**FAKE.__dict__, "train_plain_s_per_step": -1})
 
 

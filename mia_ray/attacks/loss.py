@@ -41,8 +41,9 @@ class LossAttack(Attack):
         bad = [s for s in params.steps if not 0 <= s < num_steps]
         if bad:
             raise ConfigError(f"{key}.steps has {bad[:5]} outside the allowed range 0..{num_steps - 1}")
-        if params.draws < 1 or params.max_batch < 1:
-            raise ConfigError(f"{key}.draws and {key}.max_batch must be >= 1")
+        for name in ("draws", "max_batch"):
+            if getattr(params, name) < 1:
+                raise ConfigError(f"{key}.{name} = {getattr(params, name)}; allowed: an integer >= 1")
 
     @torch.no_grad()
     def run(self, adapter, images, sample_ids, params):
