@@ -64,6 +64,7 @@ def _merge(path: str, overrides: list[str] | None):
                 if OmegaConf.select(c, key, default=None) is not None:
                     raise ConfigError(f"{path}: key {key!r} is a grid axis; set {axis}: [...] instead")
         for c in (raw, extra):
+            _check_sections(c, path)
             check_booleans(OmegaConf.to_container(c), SweepConfig, "", path + ": ")
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw, extra)
         return OmegaConf.to_object(merged), merged
@@ -78,6 +79,22 @@ def _merge(path: str, overrides: list[str] | None):
         raise ConfigError(f"{path}: key {key!r}: {msg}") from None
     except Exception as e:  # YAML syntax and the like
         raise ConfigError(f"{path}: cannot read the sweep: {str(e).splitlines()[0]}") from None
+
+
+def _check_sections(c, path: str) -> None:
+    """A section (``data:``, ``model:``, ``attacks:``, ...) is a mapping or null: omegaconf's own message for
+    ``data: 5`` or ``attacks: [loss]`` names no key."""
+    hints = typing.get_type_hints(SweepConfig)
+    for name in c:
+        kind = hints.get(str(name))
+        value = c[name]
+        if (is_dataclass(kind) or kind is dict) and value is not None and not OmegaConf.is_dict(value):
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            allowed = (
+                "a mapping of attack names to their parameters, e.g. attacks: {loss: {steps: [100]}}"
+                if kind is dict else f"a mapping of its keys ({', '.join(f.name for f in fields(kind))})"
+            )
+            raise ConfigError(f"{path}: {name} = {shown!r}; allowed: {allowed}")
 
 
 def check_booleans(values, cls, prefix: str, where: str = "") -> None:
@@ -333,6 +350,8 @@ def attack_specs(cfg: SweepConfig) -> list[AttackSpec]:
 
 def _attack_spec(name: str, params, num_steps: int) -> AttackSpec:
     attack = ATTACKS.get(name, key="attacks")
+    if params is not None and not OmegaConf.is_dict(params) and not isinstance(params, dict):
+        raise ConfigError(f"attacks.{name} = {params!r}; allowed: a mapping of its parameters, or null for defaults")
     params = dict(params or {})
     max_samples = params.pop("max_samples", None)
     allowed = [f.name for f in fields(attack.Params)]

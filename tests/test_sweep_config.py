@@ -69,6 +69,24 @@ def test_bad_values_are_one_line_errors_at_the_door(tmp_path, over, needle):
 
 
 @pytest.mark.parametrize("over, line", [
+    ({"data": 5}, r": data = 5; allowed: a mapping of its keys \(source, path, "),
+    ({"model": [1]}, r": model = \[1\]; allowed: a mapping of its keys \(block_out_channels, "),
+    ({"attacks": ["loss"]}, r": attacks = \['loss'\]; allowed: a mapping of attack names to their parameters"),
+    ({"attacks": {"loss": 3}}, r"^attacks\.loss = 3; allowed: a mapping of its parameters, or null for defaults$"),
+    ({"attacks": {"loss": {"steps": [1, 1, 2]}}}, r"^attacks\.loss\.steps: step 1 is listed twice; allowed: distinct"),
+    ({"attacks": {"sima": {"steps": [20, 0, 20]}}}, r"^attacks\.sima\.steps: step 20 is listed twice"),
+])
+def test_a_section_of_the_wrong_shape_or_a_repeated_step_is_one_line(tmp_path, over, line):
+    """``data: 5`` and ``attacks: [loss]`` got omegaconf messages naming no key, ``attacks: {loss: 3}`` a
+    TypeError, and a repeated step duplicated its score rows."""
+    with pytest.raises(ConfigError, match=line) as e:
+        load(tmp_path, **over)
+    assert "\n" not in str(e.value)
+    cfg, _ = load(tmp_path, attacks={"loss": None})  # null: the defaults
+    assert cfg.attacks["loss"].params == LossParams()
+
+
+@pytest.mark.parametrize("over, line", [
     ({"model": {"attention": 3}}, r"model\.attention = 3; allowed: true or false$"),
     ({"model": {"bf16": "fast"}}, r"model\.bf16 = 'fast'; allowed: true or false$"),
     ({"dp": {"poisson": 0}}, r"dp\.poisson = 0; allowed: true or false$"),

@@ -132,17 +132,25 @@ class Attack:
 
 
 def check_steps(steps, params, num_steps: int, key: str) -> None:
-    """Steps outside 0..num_steps-1 are refused, naming the parameter field that holds them."""
+    """Steps outside 0..num_steps-1, or listed twice (their rows would be duplicated), are refused, naming the
+    parameter field that holds them."""
     bad = [s for s in steps if s is not None and not (isinstance(s, (int, np.integer)) and 0 <= s < num_steps)]
-    if not bad:
-        return
-    name = key
+    if bad:
+        raise ConfigError(f"{_field(params, bad[0], key)}: step {bad[0]!r} is outside the allowed range "
+                          f"0..{num_steps - 1}")
+    seen = [s for s in steps if s is not None]
+    twice = sorted({int(s) for s in seen if seen.count(s) > 1})
+    if twice:
+        raise ConfigError(f"{_field(params, twice[0], key)}: step {twice[0]} is listed twice; allowed: distinct steps")
+
+
+def _field(params, value, key: str) -> str:
+    """``key.<field>`` of the parameter field that holds ``value`` (``key`` when none does)."""
     for f in fields(params) if hasattr(params, "__dataclass_fields__") else ():
         v = getattr(params, f.name)
-        if v == bad[0] or (isinstance(v, (list, tuple)) and bad[0] in v):
-            name = f"{key}.{f.name}"
-            break
-    raise ConfigError(f"{name}: step {bad[0]!r} is outside the allowed range 0..{num_steps - 1}")
+        if v == value or (isinstance(v, (list, tuple)) and value in v):
+            return f"{key}.{f.name}"
+    return key
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
