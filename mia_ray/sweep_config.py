@@ -254,11 +254,19 @@ def _check_grid(cfg: SweepConfig, given: bool = False) -> None:
     for axis in GRID_AXES:
         if not getattr(cfg, axis):
             raise ConfigError(f"{axis} is empty; give at least one value")
+    for axis in GRID_AXES:  # a repeated value would make two trials with one id (run twice, one result)
+        values = list(getattr(cfg, axis))
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"{axis} has {twice} twice; allowed: distinct values")
     for f in cfg.families:
         FAMILIES.get(f, key="families")
     for e in cfg.epsilons:
         if not (e > 0):
             raise ConfigError(f"epsilons has {e}; allowed: numbers > 0, or inf for no DP")
+    for seed in cfg.seeds:
+        if seed < 0:  # numpy's generators (the split, the DP sampler) take no negative seed
+            raise ConfigError(f"seeds has {seed}; allowed: integers >= 0")
     if cfg.model.pretrained and any(math.isfinite(e) for e in cfg.epsilons):
         raise ConfigError(
             f"epsilons = {list(cfg.epsilons)} with model.pretrained: a given model is not trained here; allowed: [inf]"

@@ -75,10 +75,15 @@ def test_bad_values_are_one_line_errors_at_the_door(tmp_path, over, needle):
     ({"attacks": {"loss": 3}}, r"^attacks\.loss = 3; allowed: a mapping of its parameters, or null for defaults$"),
     ({"attacks": {"loss": {"steps": [1, 1, 2]}}}, r"^attacks\.loss\.steps: step 1 is listed twice; allowed: distinct"),
     ({"attacks": {"sima": {"steps": [20, 0, 20]}}}, r"^attacks\.sima\.steps: step 20 is listed twice"),
+    ({"seeds": [0, 1, 0]}, r"^seeds has 0 twice; allowed: distinct values$"),
+    ({"epsilons": [1, 1.0]}, r"^epsilons has 1\.0 twice; allowed: distinct values$"),
+    ({"families": ["ddpm", "ddpm"]}, r"^families has ddpm twice; allowed: distinct values$"),
+    ({"seeds": [-1]}, r"^seeds has -1; allowed: integers >= 0$"),
 ])
-def test_a_section_of_the_wrong_shape_or_a_repeated_step_is_one_line(tmp_path, over, line):
+def test_malformed_sections_repeats_and_negative_seeds_are_one_line(tmp_path, over, line):
     """``data: 5`` and ``attacks: [loss]`` got omegaconf messages naming no key, ``attacks: {loss: 3}`` a
-    TypeError, and a repeated step duplicated its score rows."""
+    TypeError, a repeated step duplicated its score rows, a repeated grid value made two trials with one id,
+    and a negative seed failed in numpy at training time."""
     with pytest.raises(ConfigError, match=line) as e:
         load(tmp_path, **over)
     assert "\n" not in str(e.value)
