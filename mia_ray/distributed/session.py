@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 
 import ray
 import yaml
@@ -33,14 +34,19 @@ def ray_session(address: str | None, num_cpus: int | None, log_to_driver: bool =
     if ray.is_initialized():
         yield
         return
+    if address:
+        check_reachable(address)
     local = {} if address else {"num_cpus": num_cpus, "_system_config": LOCAL_SYSTEM_CONFIG}
     # address "local": a new local Ray. With None, ray.init joins any cluster that `ray start` left running on
     # this machine (and then refuses num_cpus with a traceback): the sweep's default is its own local Ray.
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=log_to_driver,
                  configure_logging=False, **local)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         line = version_mismatch_line(str(e), address)
+        if line is None and "ray[client]" in str(e):  # a ray:// address without Ray Client installed
+            line = (f"--address {address}: Ray Client is not installed here; pip install 'ray[client]' "
+                    f"(same version as the cluster), or submit with `ray job submit` so the driver runs on the head")
         if line is None:
             raise
         raise ConfigError(line) from None
@@ -48,6 +54,22 @@ def ray_session(address: str | None, num_cpus: int | None, log_to_driver: bool =
         yield
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """One line when nothing listens at a ``host:port`` or ``ray://host:port`` address: ray.init itself retries
+    an unreachable GCS for minutes (measured: still waiting after 2 min) before a multi-line error."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if not m:  # "auto" and the like: Ray resolves them
+        return
+    try:
+        with socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s):
+            return
+    except OSError as e:
+        raise ConfigError(
+            f"--address {address} (or RAY_ADDRESS): no Ray cluster answers there ({e.strerror or e}); start one "
+            f"(`ray start --head` or `ray up cluster/aws.yaml`) or run without --address for a local Ray"
+        ) from None
 
 
 def version_mismatch_line(message: str, address: str | None) -> str | None:
