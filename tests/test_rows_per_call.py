@@ -97,3 +97,8 @@ def test_likelihood_is_solved_in_capped_groups_with_unchanged_bits_per_dim(adapt
     whole, nfe_whole = bits_per_dim_probes_nfe(adapter, x, ids, params)
     assert max(adapter.net.calls) == 20
     assert torch.equal(grouped, whole) and torch.equal(nfe_grouped, nfe_whole)
+
+
+def test_likelihood_of_no_samples_is_empty(adapter):
+    bpd, nfe = bits_per_dim_probes_nfe(adapter, _images(0), torch.arange(0), LikelihoodParams(probes=3))
+    assert bpd.shape == (0, 3) and nfe.shape == (0,)

@@ -100,6 +100,8 @@ def bits_per_dim_probes_nfe(adapter, x0: torch.Tensor, sample_ids: torch.Tensor,
             _solve_bits_per_dim(adapter, x0[lo : lo + rows], sample_ids[lo : lo + rows], params)
             for lo in range(0, len(x0), rows)
         ]
+    if not parts:  # no samples: no rows
+        return x0.new_zeros((0, params.probes)), torch.zeros(0, dtype=torch.long, device=x0.device)
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
