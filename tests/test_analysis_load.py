@@ -104,6 +104,19 @@ def test_a_damaged_parquet_file_is_one_line_naming_it(tmp_path, table):
     assert "zz_foreign.parquet" in _error(root)
 
 
+@pytest.mark.parametrize("sub", ["", "report"])
+def test_cli_refuses_an_out_path_through_a_file(results_dir, tmp_path, capsys, sub):
+    """--out at or below a file was a FileExistsError / NotADirectoryError traceback."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    out = blocker / sub if sub else blocker
+    assert main([results_dir, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    allowed = "allowed: a folder path (created if missing)"
+    assert err == f"error: --out {out}: {blocker} is a file, not a folder; {allowed}\n"
+    assert blocker.read_text() == "mine"
+
+
 def test_cli_reports_a_bad_directory_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
