@@ -4,13 +4,13 @@ and whether the paper's findings hold."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from analysis.findings import check, format_findings
 from analysis.loader import AnalysisError, load
 from analysis.report import build_report, table_title
 from analysis.tables import to_markdown
+from mia_ray.results import folder_problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="where to write the report (default RESULTS_DIR/report)")
     args = parser.parse_args(argv)
     try:
-        if args.out:
-            _check_out(args.out)
+        problem = folder_problem(args.out) if args.out else None
+        if problem:
+            raise AnalysisError(f"--out {args.out}: {problem}")
         results = load(args.results_dir)
         path, tables = build_report(results, args.out)
     except AnalysisError as exc:
@@ -32,17 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + format_findings(*check(results)))
     print(f"\nreport: {path}")
     return 0
-
-
-def _check_out(out: str) -> None:
-    """--out can become a writable folder: the nearest existing path on it is a folder we may write to."""
-    p = os.path.abspath(out)
-    while not os.path.exists(p):
-        p = os.path.dirname(p)
-    if not os.path.isdir(p):
-        raise AnalysisError(f"--out {out}: {p} is a file, not a folder; allowed: a folder path (created if missing)")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise AnalysisError(f"--out {out}: folder {p} is not writable; allowed: a folder you can write to")
 
 
 if __name__ == "__main__":

@@ -203,18 +203,13 @@ def _source(cluster: ClusterView) -> str:
 def check_writable(cfg) -> None:
     """The local results root and target store can be created here: the nearest existing folder on each path
     is a writable directory (remote ``scheme://`` paths are left to the run)."""
+    from .results import folder_problem
     from .sweep_config import results_root, store_root
 
     for key, path in (("output", results_root(cfg)), ("store", store_root(cfg))):
-        if "://" in path:
-            continue
-        p = os.path.abspath(path)
-        while not os.path.exists(p):
-            p = os.path.dirname(p)
-        if not os.path.isdir(p):
-            raise ConfigError(f"{key}: {p} is a file, not a folder; allowed: a folder path (created if missing)")
-        if not os.access(p, os.W_OK | os.X_OK):
-            raise ConfigError(f"{key}: folder {p} is not writable; allowed: a folder you can write to")
+        problem = None if "://" in path else folder_problem(path)
+        if problem:
+            raise ConfigError(f"{key}: {problem}")
 
 
 def check_output(cfg, cluster: ClusterView) -> None:

@@ -562,6 +562,19 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, blob: bytes) -> None:
             f.write(blob)
 
 
+def folder_problem(path: str) -> str | None:
+    """Why a local ``path`` cannot become a folder written here (the nearest existing path on it is a file or
+    is not writable), or None. Used by the sweep's door (output, store) and by ``python -m analysis --out``."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        return f"{p} is a file, not a folder; allowed: a folder path (created if missing)"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"folder {p} is not writable; allowed: a folder you can write to"
+    return None
+
+
 def trial_done(root: str, trial_id: str) -> bool:
     """True when every table of the trial has been written (the metrics file is written last)."""
     fs, base = filesystem(root)

@@ -65,7 +65,7 @@ def test_one_dp_step_is_the_hand_computed_clipped_and_noised_update(mode, model)
     data = x0
     opt = torch.optim.SGD(unet.parameters(), lr=1.0)
     start = copy.deepcopy(unet)
-    _, dp_opt, _, engine, backward = _make_private(unet, opt, data, spec, torch.Generator().manual_seed(0), "cpu")
+    dp_opt, _, engine, backward = _make_private(unet, opt, data, spec, torch.Generator().manual_seed(0), "cpu")
     sigma = dp_opt.noise_multiplier
     clipped, noises = _reference(start, spec, fam, x0[:B], steps, noise, sigma)
 

@@ -61,7 +61,7 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     ema = copy.deepcopy(unet).eval().requires_grad_(False) if spec.train.ema_decay > 0 else None
     if dp:  # per-sample gradients by dp.grad_sample_mode
-        _, opt, batches, engine, backward = _make_private(unet, opt, data, spec, gen, device)
+        opt, batches, engine, backward = _make_private(unet, opt, data, spec, gen, device)
     else:
         engine, backward = None, _plain_backward(NoiseNet(unet), uses_bf16(spec, device))
         batches = _shuffled_batches(len(data), spec.train.batch_size, gen)
@@ -193,4 +193,4 @@ def _make_private(unet, opt, data, spec: TargetSpec, gen, device):
             for (idx,) in dp_loader:
                 yield idx
 
-    return model, dp_opt, batches(), engine, backward
+    return dp_opt, batches(), engine, backward
