@@ -252,10 +252,10 @@ def _pipeline_family(cfg: SweepConfig) -> None:
 
 def _check_grid(cfg: SweepConfig, given: bool = False) -> None:
     for axis in GRID_AXES:
-        if not getattr(cfg, axis):
-            raise ConfigError(f"{axis} is empty; give at least one value")
-    for axis in GRID_AXES:  # a repeated value would make two trials with one id (run twice, one result)
         values = list(getattr(cfg, axis))
+        if not values:
+            raise ConfigError(f"{axis} is empty; give at least one value")
+        # a repeated value would make two trials with one id (run twice, one result)
         twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
         if twice is not None:
             raise ConfigError(f"{axis} has {twice} twice; allowed: distinct values")

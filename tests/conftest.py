@@ -1,6 +1,6 @@
 """Shared fixtures: small digits data and tiny model configs that train in seconds on 2 CPU cores."""
 
-import dataclasses
+import copy
 import os
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
@@ -22,7 +22,7 @@ TINY_MODEL = ModelConfig(block_out_channels=[16, 32], layers_per_block=1, norm_n
 def tiny_spec(family="ddpm", steps=50, train_size=64, **kw) -> TargetSpec:
     return TargetSpec(
         family=FamilyConfig(name=family),
-        model=dataclasses.replace(TINY_MODEL),  # a copy: a test that edits its spec cannot leak into others
+        model=copy.deepcopy(TINY_MODEL),  # a copy: a test that edits its spec cannot leak into others
         train=TrainConfig(steps=steps, batch_size=64, lr=2e-3),
         data=DataConfig(source="digits"),
         train_size=train_size,
