@@ -4,17 +4,23 @@
     python benchmarks/gpu_check.py --quick         # tiny model at 8x8: seconds on a CPU (what the tests run)
     python benchmarks/gpu_check.py --out t.json    # also write the JSON; its "timing" block feeds
                                                    #   python -m mia_ray.sweep SWEEP.yaml --estimate-from t.json
+    python benchmarks/gpu_check.py --compile       # also torch.compile, and CUDA graphs on CUDA (adds minutes)
 
 Figures: forward throughput in fp32 and under bf16 autocast (CUDA only: CPU autocast is not what a sweep
 runs), the loss attack's samples x steps per second (all 1000 steps, batched) and its speed-up against the
 seed paper's loop (one image at a time in chunks of 200, benchmarks/attacks.py), the likelihood attack's
 seconds per sample at its defaults (on this untrained network: the NFE of a trained one differ), plain and
 DP-SGD optimiser steps per second (``train_target``'s own loop), and the ``Timing`` of mia_ray/estimate.py.
+With ``--compile``: eager and compiled forwards side by side (``torch.compile`` default mode, and on CUDA
+``mode="reduce-overhead"``, i.e. CUDA graphs), each with its compile seconds, the largest deviation from eager
+and the number of batches after which compiling pays. On this project's CPU compiling did not pay
+(docs/bench_speed.md section 3), so no attack compiles by default; this is the measurement for a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -55,10 +61,39 @@ def _timed(fn, dev, repeats=3):
     return statistics.median(secs)
 
 
+def compiled_forwards(unet, x, tau, dev, amp: bool) -> dict:
+    """Eager vs ``torch.compile`` forwards of ``unet`` on one batch: per mode, batches/s, compile seconds
+    (first call minus an eager call), max |compiled - eager| and the break-even batch count."""
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+
+    def run(net):
+        with torch.no_grad(), ctx():
+            return net(x, tau).sample.float()
+
+    ref = run(unet)
+    t_eager = _timed(lambda: run(unet), dev)
+    out = {"eager_batches_per_s": 1 / t_eager}
+    for mode in ("default", "reduce-overhead") if dev.type == "cuda" else ("default",):
+        torch._dynamo.reset()
+        net = torch.compile(unet, mode=mode)
+        t0 = time.perf_counter()
+        first = run(net)
+        _sync(dev)
+        compile_s = time.perf_counter() - t0 - t_eager
+        t = _timed(lambda net=net: run(net), dev)
+        gain = t_eager - t
+        out[mode] = {"batches_per_s": 1 / t, "speedup": t_eager / t, "compile_s": compile_s,
+                     "max_abs_diff": float((first - ref).abs().max()),
+                     "break_even_batches": compile_s / gain if gain > 0 else None}
+    torch._dynamo.reset()
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the quickstart model at 8x8)")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile / CUDA graphs (minutes)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     dev = pick_device()
@@ -86,6 +121,9 @@ def main(argv=None) -> dict:
            "torch_version": torch.__version__, "model": yaml_path, "resolution": res, "params": count_params(unet)}
     out["forward_per_s_fp32"] = batch / _timed(fwd, dev)
     out["forward_per_s_bf16"] = batch / _timed(fwd_bf16, dev) if dev.type == "cuda" else None
+    if args.compile:
+        out["compile_fp32"] = compiled_forwards(unet, x, tau, dev, amp=False)
+        out["compile_bf16"] = compiled_forwards(unet, x, tau, dev, amp=True) if dev.type == "cuda" else None
 
     images = torch.rand(n_loss, ch, res, res) * 2 - 1
     ids = torch.arange(n_loss)
