@@ -71,6 +71,7 @@ def calibrated_table(results: Results) -> pd.DataFrame:
         return pd.DataFrame()
     first = cal.drop_duplicates(["trial_id", "attack"])
     out = first[["trial_id", *TRIAL_KEYS, "attack", "chosen_step", "calibration_auc"]].copy()
+    out["chosen_step"] = out["chosen_step"].astype("Int64")  # null for stepless attacks; printed "999", not "999.0"
     out["test_auc_ci"] = [_with_ci(*v) for v in first[["test_auc", "test_auc_ci_low", "test_auc_ci_high"]].values]
     for oracle, tag in reversed(SHOWN_FPRS.items()):
         part = cal[cal["oracle_metric"] == oracle]

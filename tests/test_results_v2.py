@@ -3,6 +3,7 @@ in-process trial agree with an independent recomputation from the written ``scor
 with uninformative labels through the same path stays at chance; the epsilon lower bound of a DP target stays
 below its spent epsilon, and an over-fitted target without DP proves a clearly positive one."""
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -182,6 +183,12 @@ def test_v2_results_report_and_print_calibrated_and_audit_figures(tiny, tmp_path
     path, tables = analysis.report.build_report(r, str(tmp_path / "report"))
     html = open(path, encoding="utf-8").read()
     assert {"calibrated", "epsilon_audit"} <= set(tables) and 'id="figure-epsilon_audit"' in html
+    # a stepless attack's null step beside a stepped one: the table keeps integer steps ("999", not "999.0")
+    stepless = r.calibrated.assign(attack="stepless", chosen_step=float("nan"))
+    both = dataclasses.replace(r, calibrated=pd.concat([r.calibrated, stepless], ignore_index=True))
+    steps = analysis.calibrated.calibrated_table(both).set_index("attack")["chosen_step"]
+    assert str(steps.dtype) == "Int64" and steps.isna()["stepless"].all(), steps
+    assert steps.drop("stepless").astype(str).str.isdigit().all(), steps
     assert "test AUC (95% CI)" in html and "ε LB (Clopper–Pearson)" in html
     found = check(r)[1]
     assert found[-1].claim.startswith("DP claims hold") and found[-1].holds is True

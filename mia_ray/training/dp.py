@@ -2,8 +2,8 @@
 
 * ``dp.accountant`` calibrates the noise multiplier: ``rdp`` (the paper's and Opacus' classic bound; the
   default, so ε stays comparable with published RDP figures) or ``prv`` (Opacus' PRV accountant, a
-  numerically tight bound: at the quickstart's settings its ε is 7-9 % below RDP's, so the same guarantee
-  needs less noise). Every run records ε under both (``epsilons``).
+  numerically tight bound: at the quickstart's settings its ε is 6.7-9 % below RDP's (two runs), so the
+  same guarantee needs less noise). Every run records ε under both (``epsilons``).
 * ``dp.secure_mode`` uses Opacus' cryptographically secure RNG (torchcsprng) for the noise and the
   Poisson sampling, which a real DP claim needs (a seeded PRNG's noise can be reconstructed); off by
   default so research runs are reproducible.
