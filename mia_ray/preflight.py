@@ -29,19 +29,28 @@ def check_data(cfg) -> None:
         check_fits_pool(len(source), max(cfg.train_sizes), cfg.eval_size, source.describe(),
                         key="train_sizes/eval_size: max(train_sizes) + eval_size")
         check_pool(cfg, len(source))
-        check_reference_pool(cfg, len(source))
+    check_reference_pool(cfg, None if given_membership(cfg) else len(source))
     check_inputs(cfg, source)
 
 
-def check_reference_pool(cfg, pool_size: int) -> None:
-    """LiRA's reference models draw from a universe of 2 x train_size pool images (``mia_ray.references``)."""
+def check_reference_pool(cfg, pool_size: int | None) -> None:
+    """LiRA's reference models are trained with the target's recipe on halves of a universe of 2 x train_size
+    pool images (``mia_ray.references``): not for a pretrained target (given membership needs one, so this
+    holds on that path too), nor beside canaries (outside the universe: the write step could not calibrate
+    their scores). ``pool_size`` None: given membership, no pool to carve the universe from."""
     refs = [a for a in cfg.attacks.values() if getattr(getattr(a, "params", None), "references", 0)]
     if refs and cfg.model.pretrained:
         raise ConfigError(
             f"attacks.{refs[0].name}: reference models are trained with the target's recipe, which a "
             "pretrained target (model.pretrained) does not have; allowed: targets trained by the sweep"
         )
-    if refs and 2 * max(cfg.train_sizes) > pool_size:
+    if refs and getattr(getattr(cfg, "audit", None), "canaries", 0):
+        raise ConfigError(
+            f"attacks.{refs[0].name}: reference models never train on the canaries (they lie outside the "
+            f"reference universe), so their scores cannot be calibrated; allowed: audit.canaries: 0 with "
+            f"{refs[0].name}, or the canary audit in a sweep without it"
+        )
+    if refs and pool_size is not None and 2 * max(cfg.train_sizes) > pool_size:
         raise ConfigError(
             f"attacks.{refs[0].name}.references: reference models need 2 x max(train_sizes) = "
             f"{2 * max(cfg.train_sizes)} pool images, the pool has {pool_size}; lower train_sizes"

@@ -259,3 +259,37 @@ def test_lira_on_a_pretrained_target_is_refused(tmp_path):
     cfg, _ = sweep_config.load(path)
     with pytest.raises(ConfigError, match=r"^attacks\.lira: reference models .* \(model\.pretrained\)"):
         check_data(cfg)
+
+
+def test_lira_with_canaries_is_refused_before_training(tmp_path):
+    """Reference models train on halves of the universe, never on the canaries (outside it): with a canary audit
+    the write step's calibration met a canary id and raised after every training (found by the recheck)."""
+    import sweep_files
+
+    from mia_ray import sweep_config
+    from mia_ray.preflight import check_data
+
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), attacks={"lira": {"references": 4}},
+                                   audit={"canaries": 16}, utility={"enabled": False})
+    cfg, _ = sweep_config.load(path)
+    with pytest.raises(ConfigError, match=r"^attacks\.lira: reference models never train on the canaries .* "
+                                          r"allowed: audit\.canaries: 0") as e:
+        check_data(cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_lira_on_given_members_is_refused_before_scoring(tmp_path):
+    """Given membership needs model.pretrained, whose 'references' would be the given model itself: the
+    pretrained refusal must hold on that path too (it was skipped there, found by the recheck)."""
+    from test_pretrained import given_sweep, save_pipeline
+
+    from mia_ray import sweep_config
+    from mia_ray.preflight import check_data
+
+    rng = np.random.default_rng(0)
+    path = given_sweep(tmp_path, save_pipeline(tmp_path / "pipe"), rng.uniform(-1, 1, (40, 1, 8, 8)),
+                       rng.uniform(-1, 1, (30, 1, 8, 8)), eval_size=8,
+                       attacks={"loss": {"steps": [50]}, "lira": {"references": 4, "steps": [50]}})
+    cfg, _ = sweep_config.load(path)
+    with pytest.raises(ConfigError, match=r"^attacks\.lira: reference models are trained with the target's recipe"):
+        check_data(cfg)
