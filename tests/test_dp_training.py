@@ -162,6 +162,28 @@ def test_heldout_images_are_non_members_of_the_target():
     np.testing.assert_array_equal(held, heldout_images(spec))  # deterministic
 
 
+def test_heldout_images_of_a_lira_reference_are_outside_its_universe():
+    """A reference trains on half of the universe (members + evaluation non-members of its target): its
+    held-out images are pool images outside it (they were the target's non-members, half trained on by the
+    reference, found by the recheck); a target's are unchanged."""
+    import dataclasses
+
+    from mia_ray.data import make_split
+    from mia_ray.references import universe
+    from mia_ray.training.build import heldout_loss_ids
+
+    spec = tiny_spec("ddpm", train_size=64)
+    pool = 1797
+    np.testing.assert_array_equal(heldout_loss_ids(spec, pool), make_split(pool, 64, 64, spec.seed).nonmembers)
+    u = universe(pool, 64, spec.seed)
+    for r in range(4):
+        ids = heldout_loss_ids(dataclasses.replace(spec, reference=r), pool)
+        assert len(ids) == 64 and not np.isin(ids, u).any()
+    big = dataclasses.replace(tiny_spec("ddpm", train_size=850), reference=1)  # 1797 - 2 x 850 = 97 left
+    ids = heldout_loss_ids(big, pool)
+    assert len(ids) == 97 and not np.isin(ids, universe(pool, 850, big.seed)).any()
+
+
 def test_a_failing_accountant_is_recorded_as_nan_not_lost(monkeypatch, caplog):
     from opacus.accountants.prv import PRVAccountant
 

@@ -58,18 +58,31 @@ def member_images(spec: TargetSpec) -> np.ndarray:
 HELDOUT_MAX = 1024
 
 
-def heldout_images(spec: TargetSpec) -> np.ndarray:
-    """Non-members for ``heldout_loss``: the ids after the members in the split's permutation (the same
-    sequence the evaluation non-members are drawn from), up to min(train_size, HELDOUT_MAX)."""
-    source = open_source(spec.data)
-    n = min(spec.train_size, HELDOUT_MAX, len(source) - spec.train_size)
-    if n < 1:
-        return np.zeros((0, spec.data.channels, spec.data.resolution, spec.data.resolution), np.float32)
-    split = make_split(len(source), max(spec.train_size, n), n, spec.seed, source.describe())
-    ids = split.nonmembers
+def heldout_loss_ids(spec: TargetSpec, pool_size: int) -> np.ndarray:
+    """Pool ids of the non-members for ``heldout_loss``: the ids after the members in the split's permutation
+    (the same sequence the evaluation non-members are drawn from), up to min(train_size, HELDOUT_MAX); for a
+    LiRA reference the ids after its universe (the target's members and evaluation non-members, half of which
+    it trains on), as many as the pool leaves up to that; included canaries left out."""
+    n = spec.train_size
+    if spec.reference is not None:
+        perm = np.random.default_rng(spec.seed).permutation(pool_size)  # make_split's (mia_ray.references)
+        return perm[2 * n : 2 * n + min(n, HELDOUT_MAX)].astype(np.int64)
+    k = min(n, HELDOUT_MAX, pool_size - n)
+    if k < 1:
+        return np.zeros(0, np.int64)
+    ids = make_split(pool_size, max(n, k), k, spec.seed).nonmembers
     if spec.canaries is not None:  # included canaries are trained on: never "held out" (issue 13)
         from ..canaries import canaries_of
 
-        canary, included = canaries_of(spec, len(source))
+        canary, included = canaries_of(spec, pool_size)
         ids = ids[~np.isin(ids, canary[included])]
+    return ids
+
+
+def heldout_images(spec: TargetSpec) -> np.ndarray:
+    """The images of ``heldout_loss_ids`` (empty [0, C, H, W] when the pool leaves none)."""
+    source = open_source(spec.data)
+    ids = heldout_loss_ids(spec, len(source))
+    if not len(ids):
+        return np.zeros((0, spec.data.channels, spec.data.resolution, spec.data.resolution), np.float32)
     return source.load(ids)
