@@ -10,7 +10,8 @@ reference model). Its uncalibrated score is -loss. After the target and its refe
 * offline: score = -log P[Z <= phi], Z ~ N(mu_out, sd_out^2): minus the log p-value of a one-sided test
   against OUT only (members have LOWER loss, so a small OUT probability of a loss this low is evidence);
 * global_variance: one sd per step (IN and OUT separately), pooled over samples from the deviations from each
-  sample's own mean (Carlini et al.'s ``fix_variance`` for few references).
+  sample's own mean: var = sum of squared deviations / sum_i (n_i - 1) (for few references; the role of
+  Carlini et al.'s ``fix_variance``, whose code takes the std of all values around one global mean).
 
 The statistic is log(loss), our choice: Carlini et al. 2022 logit-scale a classifier's confidence so that it
 is close to Gaussian across models; a diffusion loss is positive and right-skewed, and its log plays that role
