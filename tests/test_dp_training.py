@@ -239,3 +239,38 @@ def test_model_bf16_switch_reaches_every_network_and_enters_the_id_only_when_off
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert train_mod.uses_bf16(on, cuda) and not train_mod.uses_bf16(off, cuda)
     assert not train_mod.uses_bf16(on, cpu) and not train_mod.uses_bf16(replace(on, dp=DPConfig(epsilon=1.0)), cuda)
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch", "ghost", "vmap"])
+def test_an_empty_poisson_batch_is_a_noise_only_step_the_accountant_counts(mode, digits64, monkeypatch):
+    # 16 members, expected batch 1: a Poisson batch is empty with probability (15/16)^16 = 0.36. Skipping
+    # such a round (as before) left it out of the accountant's history, so ε spent under-counted the rounds run.
+    from mia_ray.training.grad_sample import Backward
+
+    empties = []
+    real_empty = Backward.empty
+    monkeypatch.setattr(Backward, "empty", lambda self: (empties.append(1), real_empty(self))[1])
+    spec = dp_spec(epsilon=10.0, steps=12, grad_sample_mode=mode)
+    spec.train.batch_size, spec.train_size = 1, 16
+    res = train_target(spec, digits64[:16], device="cpu", progress=False)
+    want = dpmod.epsilons(res.noise_multiplier, 1 / 16, 12, spec.dp.delta)  # all 12 rounds, q = 1 / 16
+    assert res.epsilon_rdp == pytest.approx(want["rdp"], rel=1e-9)
+    assert len(empties) >= 1 and res.train_steps == 12  # there were empty rounds; each was an optimiser step
+    assert all(torch.isfinite(p).all() for p in res.unet.parameters())
+
+
+def test_a_stored_dp_target_that_skipped_rounds_is_reused_with_a_warning(tmp_path, caplog):
+    from mia_ray.training import TargetStore, get_or_train
+    from mia_ray.training.store import Target
+
+    spec = dp_spec(epsilon=10.0, steps=12)
+    store = TargetStore(str(tmp_path))
+    old = Target(spec.target_id, spec, str(tmp_path / spec.target_id / "model"), {"train_steps": 9})
+    store.get = lambda s: old  # a target trained before empty Poisson batches became noise-only steps
+    with caplog.at_level("WARNING", logger="mia_ray"):
+        assert get_or_train(store, spec) is old
+    assert "9 of 12 rounds" in caplog.text and "delete" in caplog.text
+    old.meta["train_steps"] = 12
+    caplog.clear()
+    get_or_train(store, spec)
+    assert "rounds" not in caplog.text

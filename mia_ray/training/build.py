@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+
 import numpy as np
 
 from ..config import TargetSpec
@@ -10,6 +14,8 @@ from ..references import reference_ids
 from .store import Target, TargetStore
 from .train import train_target
 
+log = logging.getLogger("mia_ray")
+
 
 def get_or_train(
     store: TargetStore, spec: TargetSpec, images_fn=None, device=None, progress: bool = True
@@ -17,6 +23,11 @@ def get_or_train(
     """``spec``'s stored target, or train one (on ``images_fn()``, default its members) and store it."""
     found = store.get(spec)
     if found is not None:
+        run = found.meta.get("train_steps", spec.train.steps)
+        if math.isfinite(spec.dp.epsilon) and run < spec.train.steps:
+            log.warning("target %s: stored by a mia_ray that skipped empty Poisson batches (%d of %d rounds "
+                        "stepped), so its epsilon_spent under-counts the rounds run; delete %s to retrain it",
+                        found.target_id, run, spec.train.steps, os.path.dirname(found.checkpoint))
         return found
     images = images_fn() if images_fn is not None else member_images(spec)
     heldout = heldout_images(spec) if images_fn is None else None

@@ -54,6 +54,18 @@ class Backward:
     def __call__(self, family, x0, steps, noise) -> torch.Tensor:
         return self.fn(self, family, x0, steps, noise)
 
+    def empty(self) -> None:
+        """An empty Poisson batch: hand the optimiser zero per-sample gradients (ghost: a zero summed
+        gradient), so its step adds the noise alone and the accountant counts the round, as DP-SGD's
+        analysis of Poisson sampling assumes (skipping the round would release less than was accounted)."""
+        for p in self.unet.parameters():
+            if not p.requires_grad:
+                continue
+            if self.criterion is not None:  # ghost: Opacus' optimiser reads p.grad, not per-sample gradients
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad_sample = p.new_zeros((0, *p.shape))
+
 
 def _hooks(b: Backward, family, x0, steps, noise):
     loss = family.loss(b.net, x0, steps, noise).mean()

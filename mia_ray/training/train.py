@@ -65,33 +65,37 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     else:
         engine, backward = None, _plain_backward(NoiseNet(unet), uses_bf16(spec, device))
         batches = _shuffled_batches(len(data), spec.train.batch_size, gen)
-    losses, t0 = [], time.monotonic()
+    losses, taken, t0 = [], 0, time.monotonic()
     with Progress(spec.train.steps, f"train {spec.family.name} n={spec.train_size} eps={spec.dp.epsilon}",
                   enabled=progress) as bar:
         for _ in range(spec.train.steps):
             idx = next(batches)
-            if len(idx) == 0:  # Poisson sampling can draw an empty batch: nothing to learn from
-                continue
-            x0 = data[idx].to(device)
-            steps = family.sample_train(len(idx), gen).to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
             opt.zero_grad(set_to_none=True)
-            loss = backward(family, x0, steps, noise)
+            if len(idx) == 0:  # only DP-SGD's Poisson sampling draws an empty batch: a noise-only step
+                backward.empty()
+                loss = None
+            else:
+                x0 = data[idx].to(device)
+                steps = family.sample_train(len(idx), gen).to(device)
+                noise = torch.randn(x0.shape, generator=gen).to(device)
+                loss = backward(family, x0, steps, noise)
             if not dp and spec.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(unet.parameters(), spec.train.grad_clip)
             opt.step()
             sched.step()
             if ema is not None:
                 _ema_update(ema, unet, spec.train.ema_decay)
-            losses.append(loss.item())
-            bar.update(1, loss=losses[-1])
+            taken += 1
+            if loss is not None:
+                losses.append(loss.item())
+            bar.update(1, loss=losses[-1] if losses else math.nan)
     seconds = time.monotonic() - t0
     tail = losses[-max(1, len(losses) // 10):] or [math.nan]
     trained = ema if ema is not None else unet
     plain = build_unet(spec.model, images.shape[-1], images.shape[1])
     plain.load_state_dict({k: v.detach().cpu() for k, v in trained.state_dict().items()})
     final_loss = math.nan if dp else float(np.mean(tail))
-    result = TrainResult(plain.eval(), final_loss, len(losses), seconds, params=count_params(plain))
+    result = TrainResult(plain.eval(), final_loss, taken, seconds, params=count_params(plain))
     if heldout is not None and len(heldout):
         result.heldout_loss = heldout_loss(plain, spec, heldout, device)
     if engine is not None:
