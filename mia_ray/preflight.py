@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 
@@ -36,11 +37,7 @@ def check_data(cfg) -> None:
 def check_reference_pool(cfg, pool_size: int) -> None:
     """LiRA's reference models draw from a universe of 2 x train_size pool images (``mia_ray.references``)."""
     refs = [a for a in cfg.attacks.values() if getattr(getattr(a, "params", None), "references", 0)]
-    if refs and cfg.model.pretrained:
-        raise ConfigError(
-            f"attacks.{refs[0].name}: reference models are trained with the target's recipe, which a "
-            "pretrained target (model.pretrained) does not have; allowed: targets trained by the sweep"
-        )
+    # (LiRA on a pretrained target is refused with the config: sweep_config.check_references)
     if refs and 2 * max(cfg.train_sizes) > pool_size:
         raise ConfigError(
             f"attacks.{refs[0].name}.references: reference models need 2 x max(train_sizes) = "
@@ -96,8 +93,10 @@ def node_types_from_setting(setting: dict) -> list[NodeType]:
         if not isinstance(t, dict) or not t:
             raise ConfigError(f"{key} = {t!r}; allowed: a mapping such as {{CPU: 4, GPU: 1, max_workers: 8}}")
         for k, v in t.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ConfigError(f"{key}.{k} = {v!r}; allowed: a number >= 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:  # NaN, inf too
+                raise ConfigError(f"{key}.{k} = {v!r}; allowed: a finite number >= 0")
+        if int(t.get("max_workers", 1)) != t.get("max_workers", 1):
+            raise ConfigError(f"{key}.max_workers = {t['max_workers']!r}; allowed: an integer >= 0")
         res = {k: float(v) for k, v in t.items() if k != "max_workers"}
         out.append(NodeType(str(name), res, int(t.get("max_workers", 1))))
     return out

@@ -177,7 +177,10 @@ def test_assumed_node_types_setting(tmp_path):
 
 @pytest.mark.parametrize("bad, key", [("{gpu: 4}", "resources.node_types.gpu"),
                                       ("{gpu: {GPU: -1}}", "resources.node_types.gpu.GPU"),
-                                      ("{gpu: {GPU: many}}", "resources.node_types.gpu.GPU")])
+                                      ("{gpu: {GPU: many}}", "resources.node_types.gpu.GPU"),
+                                      ("{gpu: {GPU: .nan}}", "resources.node_types.gpu.GPU"),
+                                      ("{gpu: {GPU: 1, max_workers: .inf}}", "resources.node_types.gpu.max_workers"),
+                                      ("{gpu: {GPU: 1, max_workers: 1.5}}", "resources.node_types.gpu.max_workers")])
 def test_bad_node_types_setting_is_one_line(bad, key):
     cfg = load("full_paper.yaml", f"resources.node_types={bad}")
     with pytest.raises(ConfigError) as e:
