@@ -9,13 +9,13 @@ import sys
 from dataclasses import fields
 
 from .config import FamilyConfig
-from .errors import ConfigError, MiaRayError
+from .errors import ConfigError, MiaRayError, OneLineParser
 
 log = logging.getLogger("mia_ray")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mia_ray.sweep", description=__doc__)
+    p = OneLineParser(prog="python -m mia_ray.sweep", description=__doc__)
     p.add_argument("sweep", nargs="?", help="sweep YAML file, e.g. sweeps/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train_sizes=[64] train.steps=100")
     p.add_argument("--dry-run", action="store_true", help="print the plan only (no Ray, no data needed)")
@@ -182,7 +182,7 @@ def _check_estimate_flags(args) -> None:
         return
     if not (args.estimate or args.estimate_from):
         raise ConfigError("--price-per-hour needs --estimate or --estimate-from (it prices their device-hours)")
-    if not args.price_per_hour >= 0:
+    if not 0 <= args.price_per_hour < float("inf"):
         raise ConfigError(f"--price-per-hour = {args.price_per_hour}; allowed: a number >= 0")
 
 
@@ -190,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags may come before, between or after overrides
     _setup_logging(args.verbose)
     if not args.sweep and not args.list:
-        _parser().print_usage(sys.stderr)
-        print("error: give a sweep YAML file (or --list)", file=sys.stderr)
+        print("error: give a sweep YAML file (or --list); see python -m mia_ray.sweep --help", file=sys.stderr)
         return 2
     try:
         _check_estimate_flags(args)
@@ -209,7 +208,7 @@ def _run(args) -> int:
     from .data import SOURCES
     from .preflight import check_data, check_writable, node_types_from_setting
 
-    overrides = list(args.overrides) + ([f"output={args.output}"] if args.output else [])
+    overrides = list(args.overrides) + ([f"output={args.output}"] if args.output is not None else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
     node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)
