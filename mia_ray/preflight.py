@@ -211,6 +211,27 @@ def check_writable(cfg) -> None:
             raise ConfigError(f"{key}: {problem}")
 
 
+def check_remote(cfg) -> None:
+    """A ``scheme://`` output or store opens (pyarrow knows the scheme; an S3 bucket's region resolves): an unknown
+    scheme or an unreachable bucket was a traceback when the first file was written, after Ray had started.
+    Not at --dry-run, which may plan offline."""
+    import pyarrow as pa
+
+    from .results import filesystem
+    from .sweep_config import results_root, store_root
+
+    for key, path in (("output", results_root(cfg)), ("store", store_root(cfg))):
+        if "://" not in path:
+            continue
+        try:
+            filesystem(path)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise ConfigError(
+                f"{key}: cannot open {path} ({' '.join(str(e).split())}); allowed: a local folder or a URI that "
+                "pyarrow opens from here (s3://bucket/prefix, gs://bucket/prefix)"
+            ) from None
+
+
 def check_output(cfg, cluster: ClusterView) -> None:
     """When the cluster has, or may launch, more than one machine, results and the store must be shared."""
     cluster = with_setting(cluster, cfg.resources)

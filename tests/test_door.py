@@ -414,3 +414,22 @@ def test_an_output_or_store_path_through_a_file_is_refused_before_ray(key, tmp_p
         assert lines[0] == f"error: {key}: {blocker} is a file, not a folder; {allowed}"
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     assert blocker.read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key", ["output", "store"])
+def test_an_output_or_store_uri_that_does_not_open_is_refused_before_ray(key, tmp_path, capfd, monkeypatch):
+    """A URI of a scheme pyarrow does not know was an ArrowInvalid traceback when the sweep record was written,
+    after Ray had started; now one line before the data is read (and never contacted at --dry-run)."""
+    from mia_ray.sweep import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    quick = str(ROOT / "sweeps" / "quickstart.yaml")
+    other = f"output={tmp_path / 'out'}" if key == "store" else f"store={tmp_path / 'store'}"
+    capfd.readouterr()
+    rc = main([quick, f"{key}=nosuchscheme://bucket/x", other])
+    lines = capfd.readouterr().err.splitlines()
+    assert rc == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {key}: cannot open nosuchscheme://bucket/x") and "allowed: " in lines[0]
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+    assert main([quick, f"{key}=nosuchscheme://bucket/x", other, "--dry-run"]) == 0
