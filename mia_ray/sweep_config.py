@@ -170,7 +170,7 @@ def validate(cfg: SweepConfig) -> None:
     _check_train(cfg.train)
     _check_model(cfg.model, cfg.data.resolution)
     cfg.attacks = {a.name: a for a in attack_specs(cfg)}
-    check_references(cfg)
+    check_trained_here(cfg)
     _check_resources(cfg.resources)
     if cfg.bootstrap < 0:
         raise ConfigError(f"bootstrap = {cfg.bootstrap}; allowed: an integer >= 0")
@@ -207,14 +207,22 @@ def check_numbers(obj, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
             raise ConfigError(f"{shown}; allowed: {allowed}")
 
 
-def check_references(cfg: SweepConfig) -> None:
-    """LiRA's reference models are trained with the target's recipe, which a given model (``model.pretrained``)
-    does not have: refused with the config (before, given membership reached the trial)."""
+def check_trained_here(cfg: SweepConfig) -> None:
+    """What needs a target trained by the sweep, refused with a given model (``model.pretrained``): LiRA's
+    reference models (the target's recipe; with given membership this reached the trial) and audit canaries
+    (a given model never trained on them, so the one-run bound counted canaries it never saw as included)."""
+    if not cfg.model.pretrained:
+        return
     refs = [a for a in cfg.attacks.values() if getattr(getattr(a, "params", None), "references", 0)]
-    if refs and cfg.model.pretrained:
+    if refs:
         raise ConfigError(
             f"attacks.{refs[0].name}: reference models are trained with the target's recipe, which a "
             "pretrained target (model.pretrained) does not have; allowed: targets trained by the sweep"
+        )
+    if cfg.audit.canaries:
+        raise ConfigError(
+            f"audit.canaries = {cfg.audit.canaries} with model.pretrained: canaries are added to the training set "
+            "of a target the sweep trains, and a given model was trained elsewhere; allowed: 0"
         )
 
 

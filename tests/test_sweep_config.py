@@ -135,13 +135,16 @@ def test_boolean_keys_take_true_or_false_only(tmp_path, over, line):
     ({"train_sizes": {"a": 1}}, r"train_sizes has \{'a': 1\}; allowed: a list of values \(or one value\)$"),
     ({"attacks": {"lira": {"references": 4}}, "model": {**sweep_files.TINY["model"], "pretrained": "/x"}},
      r"^attacks\.lira: reference models are trained with the target's recipe, which a pretrained target"),
+    ({"audit": {"canaries": 8}, "model": {**sweep_files.TINY["model"], "pretrained": "/x"}},
+     r"^audit\.canaries = 8 with model\.pretrained: canaries are added to the training set of a target the sweep"),
 ])
 def test_unusable_numbers_and_sizes_are_one_line(tmp_path, over, line):
     """Each of these passed the door and failed later: NaN / inf reached training or scoring (``not x > 0`` holds
     for inf), an int beyond 64 bits failed when a trial's Parquet rows were written, ``norm_num_groups: 0`` raised
     ZeroDivisionError, ``name: ..`` wrote the results beside the output folder, ``output: ''`` at /<name>, a grid
     axis given as a mapping raised TypeError, ``max_samples: true`` read as 1, ``num_cpus: 0`` started a Ray that
-    could run nothing, and LiRA on a given model on given members reached the trial."""
+    could run nothing, LiRA on a given model on given members reached the trial, and canaries were "included" in a
+    given model that never saw them."""
     with pytest.raises(ConfigError, match=line) as e:
         load(tmp_path, **over)
     assert "\n" not in str(e.value)
