@@ -94,6 +94,12 @@ def _bad_pngs(tmp):
     return sweep(tmp, {"source": "folder", "path": str(folder)}), r"cannot read image \S*imgs/050\.png"
 
 
+def _sixteen_bit_pngs(tmp):
+    folder = write_pngs(tmp / "imgs", RNG.integers(0, 256, (100, 8, 8), dtype=np.uint8))
+    Image.fromarray(RNG.integers(0, 65536, (8, 8), dtype=np.uint16)).save(folder / "060.png")  # mode I;16
+    return sweep(tmp, {"source": "folder", "path": str(folder)}), r"image \S*imgs/060\.png: mode I;16 \(16-bit"
+
+
 def _missing_pretrained(tmp):
     return sweep(tmp, {"source": "digits"}, model={"pretrained": str(tmp / "nope")}), r"model\.pretrained: \S*nope does"
 
@@ -155,6 +161,7 @@ CASES = {
     "npy_inf": _npy_inf,
     "npy_out_of_range": _npy_out_of_range,
     "unreadable_pngs": _bad_pngs,
+    "sixteen_bit_png": _sixteen_bit_pngs,  # PIL clipped its pixels to 0..255: a silently white image
     "missing_pretrained": _missing_pretrained,
     "garbage_weights": _garbage_weights,
     "truncated_safetensors": _truncated_weights,
