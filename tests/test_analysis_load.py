@@ -161,3 +161,15 @@ def test_cli_usage_errors_are_one_line(results_dir, capsys, argv, line):
         main([results_dir if a == "R" else a for a in argv])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and re.match(line, err), err
+
+
+@pytest.mark.parametrize("out", ["/proc/mia_ray_report", "/sys/mia_ray_report"])
+def test_cli_refuses_an_out_folder_that_cannot_be_made(results_dir, capsys, out):
+    """Root passes access(2) on /proc and /sys, but no folder can be made there: a FileNotFoundError /
+    PermissionError traceback (another user is refused by the access check, in one line too)."""
+    assert main([results_dir, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    if os.geteuid() == 0:
+        assert err.startswith(f"error: report folder {out}: cannot create it ("), err
+    assert not os.path.exists(out)
