@@ -163,7 +163,7 @@ def default_out_dir(results: Results) -> str:
 def build_report(results: Results, out_dir: str | None = None) -> tuple[str, dict]:
     """Write CSV tables, PNG figures and ``report.html`` into ``out_dir``; returns (html path, tables)."""
     out_dir = out_dir or default_out_dir(results)
-    try:  # e.g. --out /proc/x: writable by access(2) for root, yet no folder can be made there
+    try:  # the default out_dir is not checked by the CLI (results.folder_problem); a race may remove a folder
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
         raise AnalysisError(

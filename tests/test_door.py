@@ -440,3 +440,21 @@ def test_an_output_or_store_uri_that_does_not_open_is_refused_before_ray(key, tm
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
     assert main([quick, f"{key}=nosuchscheme://bucket/x", other, "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("key", ["output", "store"])
+def test_an_output_where_no_folder_can_be_made_is_refused_at_the_door(key, tmp_path, capfd, monkeypatch):
+    """/proc passes access(2) for root, yet no folder can be made there: the sweep failed with a traceback when it
+    wrote its record, after Ray had started. Another user is refused by the access check, in one line too."""
+    from mia_ray.sweep import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    quick = str(ROOT / "sweeps" / "quickstart.yaml")
+    other = f"output={tmp_path / 'out'}" if key == "store" else f"store={tmp_path / 'store'}"
+    for extra in ([], ["--dry-run"]):
+        capfd.readouterr()
+        rc = main([quick, f"{key}=/proc/mia_ray_results", other, *extra])
+        lines = capfd.readouterr().err.splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {key}: "), lines
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert not os.path.exists("/proc/mia_ray_results") and not (tmp_path / "out").exists()
