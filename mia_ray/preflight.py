@@ -191,6 +191,20 @@ def check_resources(r, cluster: ClusterView) -> None:
         )
 
 
+def check_local_cpus(r) -> None:
+    """A sweep without --address starts a local Ray of ``resources.num_cpus`` CPUs (else this machine's: Ray may
+    count fewer, never more): a task asking for more can never run. Refused before Ray starts, where
+    ``check_resources`` refused it only once Ray was up (GPUs are known to Ray alone: checked there)."""
+    have = r.num_cpus or os.cpu_count() or 1
+    for key in ("scorer_cpus", "train_cpus"):
+        if getattr(r, key) > have:
+            where = "resources.num_cpus" if r.num_cpus else "this machine's CPU count"
+            raise ConfigError(
+                f"resources.{key} = {getattr(r, key):g} can never be satisfied: the local Ray has {have} CPU(s) "
+                f"({where}); allowed: at most {have}, or --address of a cluster with larger nodes"
+            )
+
+
 def _source(cluster: ClusterView) -> str:
     if cluster.node_types:
         return f" (node types from {cluster.node_types_from})"

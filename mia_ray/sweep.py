@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from . import sweep_config
     from .data import SOURCES
-    from .preflight import check_data, check_remote, check_writable, node_types_from_setting
+    from .preflight import check_data, check_local_cpus, check_remote, check_writable, node_types_from_setting
 
     overrides = list(args.overrides) + ([f"output={args.output}"] if args.output is not None else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
@@ -225,10 +225,13 @@ def _run(args) -> int:
         timing = Timing.from_json(args.estimate_from) if args.estimate_from else measure(cfg, trials)
         print(bill_text(bill(trials, timing, cfg.family.num_steps, args.price_per_hour)))
         return 0
+    address = args.address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS="" is no address
+    if address is None:
+        check_local_cpus(cfg.resources)
     check_remote(cfg)
     check_data(cfg)
     root = sweep_config.results_root(cfg)
-    errors = _run_on_ray(cfg, yaml_text, trials, root, args.address or os.environ.get("RAY_ADDRESS"), args.verbose)
+    errors = _run_on_ray(cfg, yaml_text, trials, root, address, args.verbose)
     _print_results(root, trials, report=not args.no_report)
     return _exit_status(root, trials, errors)
 
