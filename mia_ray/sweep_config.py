@@ -24,7 +24,7 @@ from .data import SOURCES
 from .data.base import check_image_shape
 from .errors import ConfigError
 from .families import FAMILIES
-from .training.dp import validate_dp
+from .training.dp import check_budget, validate_dp
 
 GRID_AXES = ("families", "train_sizes", "epsilons", "seeds")
 # Keys of the typed configs that a grid axis fills per target: setting them in a sweep is an error.
@@ -177,6 +177,18 @@ def validate(cfg: SweepConfig) -> None:
     check_utility(cfg.utility, cfg.family.num_steps)
     check_audit(cfg.audit)
     check_numbers(cfg, skip=("attacks", "epsilons", "dp.epsilon", "resources.node_types"))
+    _check_budgets(cfg, given)
+
+
+def _check_budgets(cfg: SweepConfig, given: bool) -> None:
+    """Every finite ε of the grid is reachable by DP-SGD on each training-set size (RDP accountant; targets
+    with canaries train on more images, a count known only with the pool: left to training)."""
+    if given or cfg.dp.accountant != "rdp" or cfg.audit.canaries:
+        return
+    for n in cfg.train_sizes:
+        for e in cfg.epsilons:
+            if math.isfinite(e):
+                check_budget(e, cfg.dp.delta, n, cfg.train.batch_size, cfg.train.steps)
 
 
 INT64 = 2**63
