@@ -226,7 +226,8 @@ def _run(args) -> int:
         print(bill_text(bill(trials, timing, cfg.family.num_steps, args.price_per_hour)))
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS="" is no address
-    if address is None:
+    ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)
+    if address is None and not (ray and ray.is_initialized()):  # may be larger than this machine
         check_local_cpus(cfg.resources)
     check_remote(cfg)
     check_data(cfg)
