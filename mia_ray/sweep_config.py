@@ -364,6 +364,15 @@ def check_data_config(data: DataConfig, given: bool = False) -> None:
     source = SOURCES.get(data.source, key="data.source")
     if source.needs_path and not data.path and not given:
         raise ConfigError(f"data.path is required for data.source = {data.source!r}")
+    readers = ", ".join(n for n in SOURCES.names() if SOURCES.get(n).needs_path)
+    for key in ("path", "members", "nonmembers"):  # e.g. a path without source: the digits were trained on
+        if not source.needs_path and getattr(data, key):
+            raise ConfigError(f"data.{key} = {getattr(data, key)!r} is not read: data.source = {data.source!r} reads "
+                              f"no files; allowed: a source that reads it ({readers}), or data.{key}: null")
+    if data.key is not None and not source.uses_key:
+        keyed = ", ".join(n for n in SOURCES.names() if SOURCES.get(n).uses_key and SOURCES.get(n).needs_path)
+        raise ConfigError(f"data.key = {data.key!r} is not read by data.source = {data.source!r}; allowed: null "
+                          f"(a key names an array, dataset or column for {keyed})")
     check_image_shape(data)
 
 

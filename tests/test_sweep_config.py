@@ -135,6 +135,12 @@ def test_boolean_keys_take_true_or_false_only(tmp_path, over, line):
     ({"train_sizes": {"a": 1}}, r"train_sizes has \{'a': 1\}; allowed: a list of values \(or one value\)$"),
     ({"attacks": {"lira": {"references": 4}}, "model": {**sweep_files.TINY["model"], "pretrained": "/x"}},
      r"^attacks\.lira: reference models are trained with the target's recipe, which a pretrained target"),
+    # a data.path without data.source trained on the bundled digits; data.key of a folder was ignored
+    ({"data": {"path": "/data/ffhq64.h5"}}, r"^data\.path = '/data/ffhq64\.h5' is not read: data\.source = 'digits' "
+     r"reads no files; allowed: a source that reads it \(folder, hdf5, npz, parquet"),
+    ({"data": {"source": "folder", "path": "/imgs", "key": "images"}},
+     r"^data\.key = 'images' is not read by data\.source = 'folder'; allowed: null \(a key names an array, dataset or "
+     r"column for hdf5, npz, parquet"),
     ({"audit": {"canaries": 8}, "model": {**sweep_files.TINY["model"], "pretrained": "/x"}},
      r"^audit\.canaries = 8 with model\.pretrained: canaries are added to the training set of a target the sweep"),
 ])
