@@ -32,18 +32,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(args) -> None:
-    import importlib
 
     from . import sweep_config
     from .attacks import ATTACKS
     from .data import SOURCES
     from .families import FAMILIES
 
-    for m in [m for m in args.plugins.split(",") if m]:
-        try:
-            importlib.import_module(m)
-        except ImportError as e:
-            raise ConfigError(f"--plugins: cannot import {m!r} ({e}); allowed: importable module names") from None
+    sweep_config.import_plugins([m for m in args.plugins.split(",") if m], key="--plugins")
     if args.sweep:
         sweep_config.load(args.sweep, args.overrides)  # imports the sweep's plugins
     print("families:", ", ".join(FAMILIES.names()))

@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import math
 import os
+import re
 import typing
 from dataclasses import fields, is_dataclass
 
@@ -43,7 +44,7 @@ def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, st
             f"sweep file {path!r} does not exist; pass a YAML file such as sweeps/quickstart.yaml"
         )
     cfg, merged = _merge(path, overrides)
-    _import_plugins(cfg.plugins)
+    import_plugins(cfg.plugins)
     _absolute_paths(cfg)
     validate(cfg)
     return cfg, _resolved_yaml(merged)
@@ -132,12 +133,17 @@ def _resolved_yaml(merged) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(plain))
 
 
-def _import_plugins(modules: list[str]) -> None:
+def import_plugins(modules: list[str], key: str = "plugins") -> None:
+    """Import each plugin module; a name that is not a module path ('' raised ValueError, '.x' TypeError), a
+    missing module or one with a syntax error is one line naming it."""
     for m in modules:
         try:
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", str(m)):
+                raise ImportError("not a dotted module name")
             importlib.import_module(m)
-        except ImportError as e:
-            raise ConfigError(f"plugins: cannot import {m!r} ({e}); allowed: importable module names") from None
+        except (ImportError, SyntaxError) as e:
+            reason = " ".join(f"{type(e).__name__ if isinstance(e, SyntaxError) else ''} {e}".split())
+            raise ConfigError(f"{key}: cannot import {m!r} ({reason}); allowed: importable module names") from None
 
 
 def _absolute_paths(cfg: SweepConfig) -> None:

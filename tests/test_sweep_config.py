@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 import pytest
 import sweep_files
@@ -198,3 +199,16 @@ def test_an_epsilon_dp_sgd_cannot_reach_is_refused_with_the_config(tmp_path):
         load(tmp_path, **over)
     assert load(tmp_path, **over, dp={"accountant": "prv"})[0].epsilons == [float("inf"), 0.1]
     assert load(tmp_path, epsilons=[0.5], train={**sweep_files.TINY["train"], "steps": 300})[0].epsilons == [0.5]
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("", r"not a dotted module name"),  # importlib raised ValueError: a traceback
+    (".relative", r"not a dotted module name"),  # TypeError
+    ("mia_ray_broken_plugin_xyz", r"SyntaxError invalid syntax"),
+    ("no_such_module_xyz", r"No module named 'no_such_module_xyz'"),
+])
+def test_plugins_that_cannot_be_imported_are_one_line(tmp_path, monkeypatch, name, reason):
+    (tmp_path / "mia_ray_broken_plugin_xyz.py").write_text("def broken(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"^plugins: cannot import '{re.escape(name)}' \({reason}.*\); allowed: "):
+        load(tmp_path, plugins=[name])
