@@ -203,6 +203,8 @@ def _run(args) -> int:
     from .data import SOURCES
     from .preflight import check_data, check_local_cpus, check_remote, check_writable, node_types_from_setting
 
+    if args.output == "":  # was dropped: the results went to the YAML's output
+        raise ConfigError("--output ''; allowed: a folder path or a URI such as s3://bucket/prefix")
     overrides = list(args.overrides) + ([f"output={args.output}"] if args.output is not None else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
     node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
