@@ -37,7 +37,11 @@ def check_data(cfg) -> None:
 def check_reference_pool(cfg, pool_size: int) -> None:
     """LiRA's reference models draw from a universe of 2 x train_size pool images (``mia_ray.references``)."""
     refs = [a for a in cfg.attacks.values() if getattr(getattr(a, "params", None), "references", 0)]
-    # (LiRA on a pretrained target is refused with the config: sweep_config.check_trained_here)
+    if refs and cfg.model.pretrained:
+        raise ConfigError(
+            f"attacks.{refs[0].name}: reference models are trained with the target's recipe, which a "
+            "pretrained target (model.pretrained) does not have; allowed: targets trained by the sweep"
+        )
     if refs and 2 * max(cfg.train_sizes) > pool_size:
         raise ConfigError(
             f"attacks.{refs[0].name}.references: reference models need 2 x max(train_sizes) = "

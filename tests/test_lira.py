@@ -252,8 +252,10 @@ def test_lira_on_a_pretrained_target_is_refused(tmp_path):
     import sweep_files
 
     from mia_ray import sweep_config
+    from mia_ray.preflight import check_data
 
     path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), attacks={"lira": {"references": 4}},
                                    model={**sweep_files.TINY["model"], "pretrained": str(tmp_path / "unet")})
+    cfg, _ = sweep_config.load(path)
     with pytest.raises(ConfigError, match=r"^attacks\.lira: reference models .* \(model\.pretrained\)"):
-        sweep_config.load(path)  # with the config, so given membership (no pool check) is refused too
+        check_data(cfg)
