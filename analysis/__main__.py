@@ -3,18 +3,18 @@ and whether the paper's findings hold."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from analysis.findings import check, format_findings
 from analysis.loader import AnalysisError, load
 from analysis.report import build_report, table_title
 from analysis.tables import to_markdown
+from mia_ray.errors import OneLineParser
 from mia_ray.results import folder_problem
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser = OneLineParser(prog="python -m analysis", description=__doc__)
     parser.add_argument("results_dir", help="a sweep's results directory: <output_dir>/<sweep name>")
     parser.add_argument("--out", default=None, help="where to write the report (default RESULTS_DIR/report)")
     args = parser.parse_args(argv)

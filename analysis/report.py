@@ -13,7 +13,7 @@ import pandas as pd
 from analysis.calibrated import V2_TABLES, v2_tables
 from analysis.figures import FIGURES, write_figures
 from analysis.findings import check
-from analysis.loader import Results, load
+from analysis.loader import AnalysisError, Results, load
 from analysis.plot_style import ordered_families
 from analysis.tables import all_tables, attacks, format_table, write_csvs
 
@@ -163,7 +163,12 @@ def default_out_dir(results: Results) -> str:
 def build_report(results: Results, out_dir: str | None = None) -> tuple[str, dict]:
     """Write CSV tables, PNG figures and ``report.html`` into ``out_dir``; returns (html path, tables)."""
     out_dir = out_dir or default_out_dir(results)
-    os.makedirs(out_dir, exist_ok=True)
+    try:  # the default out_dir is not checked by the CLI (results.folder_problem); a race may remove a folder
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise AnalysisError(
+            f"report folder {out_dir}: cannot create it ({exc.strerror or exc}); allowed: a folder you can write to"
+        ) from None
     tables = {**all_tables(results), **v2_tables(results)}
     write_csvs(tables, out_dir)
     figures = write_figures(results, out_dir)

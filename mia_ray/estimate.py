@@ -50,7 +50,8 @@ class Timing:
         if missing:
             raise ConfigError(f"--estimate-from {path}: missing key(s) {', '.join(missing)}; needs {', '.join(names)}")
         values = {n: raw[n] for n in names}
-        bad = [n for n in names[1:] if not (isinstance(values[n], int | float) and values[n] > 0)]
+        bad = [n for n in names[1:] if isinstance(values[n], bool)  # JSON true is the int 1 in Python
+               or not (isinstance(values[n], int | float) and 0 < values[n] < math.inf)]
         if bad:
             raise ConfigError(f"--estimate-from {path}: {', '.join(bad)} must be positive numbers of seconds")
         return cls(**values)

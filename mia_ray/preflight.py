@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 
@@ -105,8 +106,10 @@ def node_types_from_setting(setting: dict) -> list[NodeType]:
         if not isinstance(t, dict) or not t:
             raise ConfigError(f"{key} = {t!r}; allowed: a mapping such as {{CPU: 4, GPU: 1, max_workers: 8}}")
         for k, v in t.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ConfigError(f"{key}.{k} = {v!r}; allowed: a number >= 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:  # NaN, inf too
+                raise ConfigError(f"{key}.{k} = {v!r}; allowed: a finite number >= 0")
+        if int(t.get("max_workers", 1)) != t.get("max_workers", 1):
+            raise ConfigError(f"{key}.max_workers = {t['max_workers']!r}; allowed: an integer >= 0")
         res = {k: float(v) for k, v in t.items() if k != "max_workers"}
         out.append(NodeType(str(name), res, int(t.get("max_workers", 1))))
     return out
@@ -201,6 +204,20 @@ def check_resources(r, cluster: ClusterView) -> None:
         )
 
 
+def check_local_cpus(r) -> None:
+    """A sweep without --address starts a local Ray of ``resources.num_cpus`` CPUs (else this machine's: Ray may
+    count fewer, never more): a task asking for more can never run. Refused before Ray starts, where
+    ``check_resources`` refused it only once Ray was up (GPUs are known to Ray alone: checked there)."""
+    have = r.num_cpus or os.cpu_count() or 1
+    for key in ("scorer_cpus", "train_cpus"):
+        if getattr(r, key) > have:
+            where = "resources.num_cpus" if r.num_cpus else "this machine's CPU count"
+            raise ConfigError(
+                f"resources.{key} = {getattr(r, key):g} can never be satisfied: the local Ray has {have} CPU(s) "
+                f"({where}); allowed: at most {have}, or --address of a cluster with larger nodes"
+            )
+
+
 def _source(cluster: ClusterView) -> str:
     if cluster.node_types:
         return f" (node types from {cluster.node_types_from})"
@@ -219,6 +236,27 @@ def check_writable(cfg) -> None:
         problem = None if "://" in path else folder_problem(path)
         if problem:
             raise ConfigError(f"{key}: {problem}")
+
+
+def check_remote(cfg) -> None:
+    """A ``scheme://`` output or store opens (pyarrow knows the scheme; an S3 bucket's region resolves): an unknown
+    scheme or an unreachable bucket was a traceback when the first file was written, after Ray had started.
+    Not at --dry-run, which may plan offline."""
+    import pyarrow as pa
+
+    from .results import filesystem
+    from .sweep_config import results_root, store_root
+
+    for key, path in (("output", results_root(cfg)), ("store", store_root(cfg))):
+        if "://" not in path:
+            continue
+        try:
+            filesystem(path)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise ConfigError(
+                f"{key}: cannot open {path} ({' '.join(str(e).split())}); allowed: a local folder or a URI that "
+                "pyarrow opens from here (s3://bucket/prefix, gs://bucket/prefix)"
+            ) from None
 
 
 def check_output(cfg, cluster: ClusterView) -> None:

@@ -8,6 +8,7 @@ schedule the network was trained with; a schedule mia_ray cannot reproduce exact
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 
@@ -61,6 +62,20 @@ def family_from_scheduler(config: dict, name: str | None = None) -> FamilyConfig
     return SCHEDULERS.get(cls)(config, name)
 
 
+def _number(config: dict, cls: str, key: str, default, integer: bool = False):
+    """``config[key]`` (or ``default``) as a finite float, or an int: one line naming the scheduler key otherwise
+    (``int("abc")``, ``float(None)`` or ``float([1])`` raised a traceback; 999.7 steps were read as 999)."""
+    v = config.get(key, default)
+    try:
+        x = float(v)
+        ok = not isinstance(v, bool) and math.isfinite(x) and (not integer or x.is_integer())
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{KEY}: {cls} {key} = {v!r}; allowed: {'an integer' if integer else 'a finite number'}")
+    return int(x) if integer else x
+
+
 def _pick(cls: str, name: str | None, allowed: tuple[str, ...]) -> str:
     if name is None:
         return allowed[0]
@@ -81,8 +96,8 @@ def _vp_betas(config: dict, name: str | None) -> FamilyConfig:
         raise ConfigError(
             f"{KEY}: {cls} prediction_type {prediction!r} is not supported; allowed: 'epsilon' (noise prediction)"
         )
-    t = int(config.get("num_train_timesteps", 1000))
-    b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
+    t = _number(config, cls, "num_train_timesteps", 1000, integer=True)
+    b0, b1 = _number(config, cls, "beta_start", 1e-4), _number(config, cls, "beta_end", 0.02)
     if t < 2 or not 0 < b0 < b1 < 1:
         raise ConfigError(
             f"{KEY}: {cls} num_train_timesteps={t}, beta_start={b0}, beta_end={b1}; "
@@ -93,9 +108,10 @@ def _vp_betas(config: dict, name: str | None) -> FamilyConfig:
 
 def _ve_sigmas(config: dict, name: str | None) -> FamilyConfig:
     """ScoreSdeVeScheduler: geometric sigma_min -> sigma_max; vesde (continuous, eps = sampling_eps) or smld."""
-    s0, s1 = float(config.get("sigma_min", 0.01)), float(config.get("sigma_max", 1348.0))
-    t = int(config.get("num_train_timesteps", 2000))
-    eps = float(config.get("sampling_eps", 1e-5))
+    cls = "ScoreSdeVeScheduler"
+    s0, s1 = _number(config, cls, "sigma_min", 0.01), _number(config, cls, "sigma_max", 1348.0)
+    t = _number(config, cls, "num_train_timesteps", 2000, integer=True)
+    eps = _number(config, cls, "sampling_eps", 1e-5)
     if t < 2 or not 0 < s0 < s1 or not 0 < eps < 1:
         raise ConfigError(
             f"{KEY}: ScoreSdeVeScheduler sigma_min={s0}, sigma_max={s1}, num_train_timesteps={t}; "

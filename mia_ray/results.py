@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import uuid
 
 import numpy as np
@@ -572,6 +573,11 @@ def folder_problem(path: str) -> str | None:
         return f"{p} is a file, not a folder; allowed: a folder path (created if missing)"
     if not os.access(p, os.W_OK | os.X_OK):
         return f"folder {p} is not writable; allowed: a folder you can write to"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # root passes access(2) where no folder can be made (/proc,
+        try:  # /sys, NFS with root_squash): make and remove an empty probe folder (nothing else is written)
+            os.rmdir(tempfile.mkdtemp(prefix=".mia_ray_probe_", dir=p))
+        except OSError as e:
+            return f"cannot create a folder in {p} ({e.strerror or e}); allowed: a folder you can write to"
     return None
 
 

@@ -9,13 +9,13 @@ import sys
 from dataclasses import fields
 
 from .config import FamilyConfig
-from .errors import ConfigError, MiaRayError
+from .errors import ConfigError, MiaRayError, OneLineParser
 
 log = logging.getLogger("mia_ray")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mia_ray.sweep", description=__doc__)
+    p = OneLineParser(prog="python -m mia_ray.sweep", description=__doc__)
     p.add_argument("sweep", nargs="?", help="sweep YAML file, e.g. sweeps/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train_sizes=[64] train.steps=100")
     p.add_argument("--dry-run", action="store_true", help="print the plan only (no Ray, no data needed)")
@@ -32,18 +32,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(args) -> None:
-    import importlib
 
     from . import sweep_config
     from .attacks import ATTACKS
     from .data import SOURCES
     from .families import FAMILIES
 
-    for m in [m for m in args.plugins.split(",") if m]:
-        try:
-            importlib.import_module(m)
-        except ImportError as e:
-            raise ConfigError(f"--plugins: cannot import {m!r} ({e}); allowed: importable module names") from None
+    sweep_config.import_plugins([m for m in args.plugins.split(",") if m], key="--plugins")
     if args.sweep:
         sweep_config.load(args.sweep, args.overrides)  # imports the sweep's plugins
     print("families:", ", ".join(FAMILIES.names()))
@@ -182,7 +177,7 @@ def _check_estimate_flags(args) -> None:
         return
     if not (args.estimate or args.estimate_from):
         raise ConfigError("--price-per-hour needs --estimate or --estimate-from (it prices their device-hours)")
-    if not args.price_per_hour >= 0:
+    if not 0 <= args.price_per_hour < float("inf"):
         raise ConfigError(f"--price-per-hour = {args.price_per_hour}; allowed: a number >= 0")
 
 
@@ -190,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags may come before, between or after overrides
     _setup_logging(args.verbose)
     if not args.sweep and not args.list:
-        _parser().print_usage(sys.stderr)
-        print("error: give a sweep YAML file (or --list)", file=sys.stderr)
+        print("error: give a sweep YAML file (or --list); see python -m mia_ray.sweep --help", file=sys.stderr)
         return 2
     try:
         _check_estimate_flags(args)
@@ -207,9 +201,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from . import sweep_config
     from .data import SOURCES
-    from .preflight import check_data, check_writable, node_types_from_setting
+    from .preflight import check_data, check_local_cpus, check_remote, check_writable, node_types_from_setting
 
-    overrides = list(args.overrides) + ([f"output={args.output}"] if args.output else [])
+    if args.output == "":  # was dropped: the results went to the YAML's output
+        raise ConfigError("--output ''; allowed: a folder path or a URI such as s3://bucket/prefix")
+    overrides = list(args.overrides) + ([f"output={args.output}"] if args.output is not None else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
     node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)
@@ -226,9 +222,14 @@ def _run(args) -> int:
         timing = Timing.from_json(args.estimate_from) if args.estimate_from else measure(cfg, trials)
         print(bill_text(bill(trials, timing, cfg.family.num_steps, args.price_per_hour)))
         return 0
+    address = args.address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS="" is no address
+    ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)
+    if address is None and not (ray and ray.is_initialized()):  # may be larger than this machine
+        check_local_cpus(cfg.resources)
+    check_remote(cfg)
     check_data(cfg)
     root = sweep_config.results_root(cfg)
-    errors = _run_on_ray(cfg, yaml_text, trials, root, args.address or os.environ.get("RAY_ADDRESS"), args.verbose)
+    errors = _run_on_ray(cfg, yaml_text, trials, root, address, args.verbose)
     _print_results(root, trials, report=not args.no_report)
     return _exit_status(root, trials, errors)
 

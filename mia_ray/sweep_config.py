@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import math
 import os
+import re
 import typing
 from dataclasses import fields, is_dataclass
 
@@ -24,7 +25,7 @@ from .data import SOURCES
 from .data.base import check_image_shape
 from .errors import ConfigError
 from .families import FAMILIES
-from .training.dp import validate_dp
+from .training.dp import check_budget, validate_dp
 
 GRID_AXES = ("families", "train_sizes", "epsilons", "seeds")
 # Keys of the typed configs that a grid axis fills per target: setting them in a sweep is an error.
@@ -43,7 +44,7 @@ def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, st
             f"sweep file {path!r} does not exist; pass a YAML file such as sweeps/quickstart.yaml"
         )
     cfg, merged = _merge(path, overrides)
-    _import_plugins(cfg.plugins)
+    import_plugins(cfg.plugins)
     _absolute_paths(cfg)
     validate(cfg)
     return cfg, _resolved_yaml(merged)
@@ -55,18 +56,29 @@ def _merge(path: str, overrides: list[str] | None):
         raw = OmegaConf.load(path)
         if len(raw) == 0:  # an empty file would silently run every default
             raise ConfigError(f"{path} is empty; give at least data: and families: (see sweeps/quickstart.yaml)")
+        if not OmegaConf.is_dict(raw):  # a YAML list: omegaconf's own message names no key
+            raise ConfigError(f"{path} holds a list; allowed: a mapping of keys (name:, data:, families:, ...)")
         extra = OmegaConf.from_dotlist(list(overrides or []))
         for c in (raw, extra):
             for axis in GRID_AXES:  # a scalar axis is a 1-point grid
                 if axis in c and not OmegaConf.is_list(c[axis]):
                     c[axis] = [c[axis]]
+                for v in c.get(axis) or []:
+                    if OmegaConf.is_config(v):  # omegaconf merges a mapping into list[int] unchecked
+                        raise ConfigError(f"{path}: {axis} has {OmegaConf.to_container(v)!r}; allowed: a list of "
+                                          "values (or one value)")
             for key, axis in AXIS_KEYS.items():
                 if OmegaConf.select(c, key, default=None) is not None:
                     raise ConfigError(f"{path}: key {key!r} is a grid axis; set {axis}: [...] instead")
         for c in (raw, extra):
             _check_sections(c, path)
             check_booleans(OmegaConf.to_container(c), SweepConfig, "", path + ": ")
-        merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw, extra)
+        merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw)
+        if "attacks" in raw:  # the attacks named replace the default ({loss: {}}): merged, it ran loss too
+            merged.attacks = raw.attacks
+        if any(o.split("=", 1)[0].strip() == "attacks" for o in overrides or []):  # attacks={...}: the same
+            merged.attacks = extra.attacks
+        merged = OmegaConf.merge(merged, extra)
         return OmegaConf.to_object(merged), merged
     except ConfigError:
         raise
@@ -121,12 +133,17 @@ def _resolved_yaml(merged) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(plain))
 
 
-def _import_plugins(modules: list[str]) -> None:
+def import_plugins(modules: list[str], key: str = "plugins") -> None:
+    """Import each plugin module; a name that is not a module path ('' raised ValueError, '.x' TypeError), a
+    missing module or one with a syntax error is one line naming it."""
     for m in modules:
         try:
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", str(m)):
+                raise ImportError("not a dotted module name")
             importlib.import_module(m)
-        except ImportError as e:
-            raise ConfigError(f"plugins: cannot import {m!r} ({e}); allowed: importable module names") from None
+        except (ImportError, SyntaxError) as e:
+            reason = " ".join(f"{type(e).__name__ if isinstance(e, SyntaxError) else ''} {e}".split())
+            raise ConfigError(f"{key}: cannot import {m!r} ({reason}); allowed: importable module names") from None
 
 
 def _absolute_paths(cfg: SweepConfig) -> None:
@@ -146,8 +163,10 @@ def _absolute_paths(cfg: SweepConfig) -> None:
 
 def validate(cfg: SweepConfig) -> None:
     """Value checks that types cannot express; types ``cfg.attacks`` (name -> AttackSpec) in place."""
-    if not cfg.name or "/" in cfg.name:
-        raise ConfigError(f"name = {cfg.name!r}; allowed: a non-empty name without '/'")
+    if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):  # "..": results beside the output folder
+        raise ConfigError(f"name = {cfg.name!r}; allowed: a non-empty name without '/', other than '.' and '..'")
+    if not cfg.output:  # "" made the results root /<name>
+        raise ConfigError("output = ''; allowed: a folder path or a URI such as s3://bucket/prefix")
     given = _check_given(cfg)
     _check_grid(cfg, given)
     check_data_config(cfg.data, given)
@@ -157,11 +176,64 @@ def validate(cfg: SweepConfig) -> None:
     _check_train(cfg.train)
     _check_model(cfg.model, cfg.data.resolution)
     cfg.attacks = {a.name: a for a in attack_specs(cfg)}
+    check_trained_here(cfg)
     _check_resources(cfg.resources)
     if cfg.bootstrap < 0:
         raise ConfigError(f"bootstrap = {cfg.bootstrap}; allowed: an integer >= 0")
     check_utility(cfg.utility, cfg.family.num_steps)
     check_audit(cfg.audit)
+    check_numbers(cfg, skip=("attacks", "epsilons", "dp.epsilon", "resources.node_types"))
+    _check_budgets(cfg, given)
+
+
+def _check_budgets(cfg: SweepConfig, given: bool) -> None:
+    """Every finite ε of the grid is reachable by DP-SGD on each training-set size (RDP accountant; targets
+    with canaries train on more images, a count known only with the pool: left to training)."""
+    if given or cfg.dp.accountant != "rdp" or cfg.audit.canaries:
+        return
+    for n in cfg.train_sizes:
+        for e in cfg.epsilons:
+            if math.isfinite(e):
+                check_budget(e, cfg.dp.delta, n, cfg.train.batch_size, cfg.train.steps)
+
+
+INT64 = 2**63
+
+
+def check_numbers(obj, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
+    """Every number of a typed config (a dataclass, walked into its sections and lists) is usable downstream: a
+    float is finite (NaN or inf passed the range checks and reached training or scoring, e.g. ``train.lr: .inf``),
+    an int fits in 64 bits (torch, numpy and the Parquet columns are int64: ``seeds: [2**70]`` failed at the end
+    of a trial, when its rows were written). ``skip``: keys checked elsewhere (``epsilons`` allows inf)."""
+    for f in fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if key in skip:
+            continue
+        if is_dataclass(value):
+            check_numbers(value, f"{key}.", skip)
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, int) and not -INT64 <= v < INT64:
+                allowed = "integers between -2**63 and 2**63 - 1 (64-bit)"
+            elif isinstance(v, float) and not math.isfinite(v):
+                allowed = "finite numbers"
+            else:
+                continue
+            shown = f"{key} has {v!r}" if isinstance(value, (list, tuple)) else f"{key} = {v!r}"
+            raise ConfigError(f"{shown}; allowed: {allowed}")
+
+
+def check_trained_here(cfg: SweepConfig) -> None:
+    """Audit canaries need a target trained by the sweep: a given model (``model.pretrained``) never trained on
+    them, so the one-run bound counted canaries it never saw as included. (LiRA's reference models on a given
+    model: ``preflight.check_reference_pool``.)"""
+    if cfg.model.pretrained and cfg.audit.canaries:
+        raise ConfigError(
+            f"audit.canaries = {cfg.audit.canaries} with model.pretrained: canaries are added to the training set "
+            "of a target the sweep trains, and a given model was trained elsewhere; allowed: 0"
+        )
 
 
 def check_utility(u, num_steps: int) -> None:
@@ -290,6 +362,15 @@ def check_data_config(data: DataConfig, given: bool = False) -> None:
     source = SOURCES.get(data.source, key="data.source")
     if source.needs_path and not data.path and not given:
         raise ConfigError(f"data.path is required for data.source = {data.source!r}")
+    readers = ", ".join(n for n in SOURCES.names() if SOURCES.get(n).needs_path)
+    for key in ("path", "members", "nonmembers"):  # e.g. a path without source: the digits were trained on
+        if not source.needs_path and getattr(data, key):
+            raise ConfigError(f"data.{key} = {getattr(data, key)!r} is not read: data.source = {data.source!r} reads "
+                              f"no files; allowed: a source that reads it ({readers}), or data.{key}: null")
+    if data.key is not None and not source.uses_key:
+        keyed = ", ".join(n for n in SOURCES.names() if SOURCES.get(n).uses_key and SOURCES.get(n).needs_path)
+        raise ConfigError(f"data.key = {data.key!r} is not read by data.source = {data.source!r}; allowed: null "
+                          f"(a key names an array, dataset or column for {keyed})")
     check_image_shape(data)
 
 
@@ -316,6 +397,10 @@ def _check_train(tr) -> None:
     for key, v in (("train.steps", tr.steps), ("train.batch_size", tr.batch_size)):
         if v < 1:
             raise ConfigError(f"{key} = {v}; allowed: an integer >= 1")
+    if tr.warmup < 0:
+        raise ConfigError(f"train.warmup = {tr.warmup}; allowed: an integer >= 0 (0 = no warm-up)")
+    if not tr.grad_clip >= 0:
+        raise ConfigError(f"train.grad_clip = {tr.grad_clip}; allowed: a number >= 0 (0 = no clipping)")
     if not tr.lr > 0:
         raise ConfigError(f"train.lr = {tr.lr}; allowed: a number > 0")
     if not 0 <= tr.ema_decay < 1:
@@ -323,9 +408,12 @@ def _check_train(tr) -> None:
 
 
 def _check_model(m, resolution: int) -> None:
-    if not m.block_out_channels or any(c % m.norm_num_groups for c in m.block_out_channels):
+    for key in ("norm_num_groups", "layers_per_block"):  # 0 divided by zero here; diffusers built nothing usable
+        if getattr(m, key) < 1:
+            raise ConfigError(f"model.{key} = {getattr(m, key)}; allowed: an integer >= 1")
+    if not m.block_out_channels or any(c < 1 or c % m.norm_num_groups for c in m.block_out_channels):
         raise ConfigError(
-            f"model.block_out_channels = {m.block_out_channels}; allowed: a non-empty list of multiples of "
+            f"model.block_out_channels = {m.block_out_channels}; allowed: a non-empty list of positive multiples of "
             f"model.norm_num_groups = {m.norm_num_groups}"
         )
     if resolution % (2 ** (len(m.block_out_channels) - 1)):
@@ -344,6 +432,8 @@ def _check_resources(r) -> None:
             raise ConfigError(f"resources.{key} = {getattr(r, key)}; allowed: a number >= 0")
     if r.scorer_cpus <= 0:
         raise ConfigError("resources.scorer_cpus must be > 0 (an actor without CPUs gets no torch threads)")
+    if r.num_cpus is not None and r.num_cpus < 1:  # a local Ray of 0 CPUs can run no task (refused after it started)
+        raise ConfigError(f"resources.num_cpus = {r.num_cpus}; allowed: an integer >= 1, or null for all CPUs")
 
 
 def attack_specs(cfg: SweepConfig) -> list[AttackSpec]:
@@ -371,9 +461,11 @@ def _attack_spec(name: str, params, num_steps: int) -> AttackSpec:
         raise ConfigError(
             f"attacks.{name}.{key}: {str(e).splitlines()[0]}; allowed keys: {', '.join(allowed)}, max_samples"
         ) from None
-    if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
+                                    or not 1 <= max_samples < INT64):  # YAML true is the int 1 in Python
         raise ConfigError(f"attacks.{name}.max_samples = {max_samples!r}; allowed: an integer >= 1 or null")
     attack().validate(typed, num_steps, f"attacks.{name}")
+    check_numbers(typed, f"attacks.{name}.")
     return AttackSpec(name, typed, max_samples)
 
 

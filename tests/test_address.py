@@ -30,6 +30,9 @@ def test_check_reachable():
         listening.listen()
         session.check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")  # something answers: no error
     session.check_reachable("auto")  # not host:port: left to Ray
+    for address in ("garbage", "10.0.0.5", "head:port"):  # ray.init raised "Invalid address format" (a traceback)
+        with pytest.raises(ConfigError, match=rf"^--address {address} \(or RAY_ADDRESS\): not a Ray address; allowed"):
+            session.check_reachable(address)
 
 
 def test_unreachable_address_exits_2_with_one_line(tmp_path, capfd, monkeypatch):
@@ -40,6 +43,19 @@ def test_unreachable_address_exits_2_with_one_line(tmp_path, capfd, monkeypatch)
     lines = capfd.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --address {address} (or RAY_ADDRESS): no Ray"), lines
     assert not ray.is_initialized() and not (tmp_path / "out").exists()
+
+
+def test_no_cluster_to_join_is_one_line(monkeypatch):
+    """``--address auto`` with no Ray on this machine: ray.init's ConnectionError was a traceback."""
+    def init(**kw):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by\n"
+                              "setting the `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(session.ray, "init", init)
+    with pytest.raises(ConfigError, match=r"^--address auto \(or RAY_ADDRESS\): Could not find any running Ray "
+                                          r"instance\. Please .* environment variable\.$"):
+        with session.ray_session("auto", None):
+            pass
 
 
 def test_missing_ray_client_is_one_line(monkeypatch):

@@ -147,3 +147,30 @@ def test_analysis_never_imports_torch_or_ray(results_dir, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([], r"^error: the following arguments are required: results_dir; see python -m analysis --help$"),
+    (["R", "--outt", "x"], r"^error: unrecognized arguments: --outt x; see python -m analysis --help$"),
+])
+def test_cli_usage_errors_are_one_line(results_dir, capsys, argv, line):
+    """argparse printed its usage block before the error."""
+    import re
+
+    with pytest.raises(SystemExit) as e:
+        main([results_dir if a == "R" else a for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and re.match(line, err), err
+
+
+@pytest.mark.parametrize("out", ["/proc/mia_ray_report", "/sys/mia_ray_report"])
+def test_cli_refuses_an_out_folder_that_cannot_be_made(results_dir, capsys, out):
+    """Root passes access(2) on /proc and /sys, but no folder can be made there: a FileNotFoundError /
+    PermissionError traceback (another user is refused by the access check, in one line too)."""
+    assert main([results_dir, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert err.startswith(f"error: --out {out}: "), err
+    if os.geteuid() == 0:
+        assert "cannot create a folder in /" in err, err
+    assert not os.path.exists(out)

@@ -50,3 +50,31 @@ def test_unknown_key_names_the_allowed_keys(tmp_path, capsys, over, expect):
     assert main([sweep, "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert expect in err and "\n" not in err
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["S", "--dryrun"], r"^error: unrecognized arguments: --dryrun; see python -m mia_ray\.sweep --help$"),
+    (["S", "--estimate", "--price-per-hour", "abc"],
+     r"^error: argument --price-per-hour: invalid float value: 'abc'; see python -m mia_ray\.sweep --help$"),
+    (["S", "--output"], r"^error: argument --output: expected one argument; see "),
+    ([], r"^error: give a sweep YAML file \(or --list\); see python -m mia_ray\.sweep --help$"),
+])
+def test_usage_errors_are_one_line(tmp_path, capsys, argv, line):
+    """argparse printed its 4-line usage block before the error."""
+    import re
+
+    sweep = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    try:
+        rc = main([sweep if a == "S" else a for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and re.match(line, err), err
+
+
+def test_an_empty_output_flag_is_refused_not_ignored(tmp_path, capsys):
+    """``--output ''`` was dropped (results went to the YAML's output); ``output: ''`` made the root /<name>."""
+    sweep = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    assert main([sweep, "--dry-run", "--output", ""]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --output ''; allowed: a folder path or a URI such as s3://bucket/prefix\n"

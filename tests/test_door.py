@@ -94,6 +94,12 @@ def _bad_pngs(tmp):
     return sweep(tmp, {"source": "folder", "path": str(folder)}), r"cannot read image \S*imgs/050\.png"
 
 
+def _sixteen_bit_pngs(tmp):
+    folder = write_pngs(tmp / "imgs", RNG.integers(0, 256, (100, 8, 8), dtype=np.uint8))
+    Image.fromarray(RNG.integers(0, 65536, (8, 8), dtype=np.uint16)).save(folder / "060.png")  # mode I;16
+    return sweep(tmp, {"source": "folder", "path": str(folder)}), r"image \S*imgs/060\.png: mode I;16 \(16-bit"
+
+
 def _missing_pretrained(tmp):
     return sweep(tmp, {"source": "digits"}, model={"pretrained": str(tmp / "nope")}), r"model\.pretrained: \S*nope does"
 
@@ -155,6 +161,7 @@ CASES = {
     "npy_inf": _npy_inf,
     "npy_out_of_range": _npy_out_of_range,
     "unreadable_pngs": _bad_pngs,
+    "sixteen_bit_png": _sixteen_bit_pngs,  # PIL clipped its pixels to 0..255: a silently white image
     "missing_pretrained": _missing_pretrained,
     "garbage_weights": _garbage_weights,
     "truncated_safetensors": _truncated_weights,
@@ -414,3 +421,40 @@ def test_an_output_or_store_path_through_a_file_is_refused_before_ray(key, tmp_p
         assert lines[0] == f"error: {key}: {blocker} is a file, not a folder; {allowed}"
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     assert blocker.read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key", ["output", "store"])
+def test_an_output_or_store_uri_that_does_not_open_is_refused_before_ray(key, tmp_path, capfd, monkeypatch):
+    """A URI of a scheme pyarrow does not know was an ArrowInvalid traceback when the sweep record was written,
+    after Ray had started; now one line before the data is read (and never contacted at --dry-run)."""
+    from mia_ray.sweep import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    quick = str(ROOT / "sweeps" / "quickstart.yaml")
+    other = f"output={tmp_path / 'out'}" if key == "store" else f"store={tmp_path / 'store'}"
+    capfd.readouterr()
+    rc = main([quick, f"{key}=nosuchscheme://bucket/x", other])
+    lines = capfd.readouterr().err.splitlines()
+    assert rc == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {key}: cannot open nosuchscheme://bucket/x") and "allowed: " in lines[0]
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+    assert main([quick, f"{key}=nosuchscheme://bucket/x", other, "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("key", ["output", "store"])
+def test_an_output_where_no_folder_can_be_made_is_refused_at_the_door(key, tmp_path, capfd, monkeypatch):
+    """/proc passes access(2) for root, yet no folder can be made there: the sweep failed with a traceback when it
+    wrote its record, after Ray had started. Another user is refused by the access check, in one line too."""
+    from mia_ray.sweep import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    quick = str(ROOT / "sweeps" / "quickstart.yaml")
+    other = f"output={tmp_path / 'out'}" if key == "store" else f"store={tmp_path / 'store'}"
+    for extra in ([], ["--dry-run"]):
+        capfd.readouterr()
+        rc = main([quick, f"{key}=/proc/mia_ray_results", other, *extra])
+        lines = capfd.readouterr().err.splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {key}: "), lines
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert not os.path.exists("/proc/mia_ray_results") and not (tmp_path / "out").exists()

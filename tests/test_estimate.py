@@ -46,6 +46,7 @@ def test_estimate_from_json_through_the_cli(tmp_path, capsys):
     (["--price-per-hour", "2"], "error: --price-per-hour needs --estimate or --estimate-from"),
     (["--estimate-from", "T", "--price-per-hour", "-1"], "error: --price-per-hour = -1.0; allowed: a number >= 0"),
     (["--estimate-from", "T", "--price-per-hour", "nan"], "error: --price-per-hour = nan; allowed: a number >= 0"),
+    (["--estimate-from", "T", "--price-per-hour", "inf"], "error: --price-per-hour = inf; allowed: a number >= 0"),
 ])
 def test_price_flag_is_checked_before_anything_runs(tmp_path, capsys, monkeypatch, flags, line):
     """Without an estimate the price would have started the real sweep; a negative price, a negative bill."""
@@ -62,7 +63,9 @@ def test_price_flag_is_checked_before_anything_runs(tmp_path, capsys, monkeypatc
 NEGATIVE = json.dumps({**FAKE.__dict__, "train_plain_s_per_step": -1})
 
 
-@pytest.mark.parametrize("content", ['{"device": "x"}', "not json", NEGATIVE])
+@pytest.mark.parametrize("content", ['{"device": "x"}', "not json", NEGATIVE,
+                                     json.dumps({**FAKE.__dict__, "forward_s_per_sample": True}),  # was read as 1 s
+                                     json.dumps({**FAKE.__dict__, "train_dp_s_per_step": float("inf")})])
 def test_bad_timing_file_is_one_line_config_error(tmp_path, content):
     f = tmp_path / "t.json"
     f.write_text(content)

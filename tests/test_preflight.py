@@ -4,6 +4,7 @@ autoscaler may launch (cluster/aws.yaml's node types)."""
 from __future__ import annotations
 
 import copy
+import os
 import platform
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -177,7 +178,10 @@ def test_assumed_node_types_setting(tmp_path):
 
 @pytest.mark.parametrize("bad, key", [("{gpu: 4}", "resources.node_types.gpu"),
                                       ("{gpu: {GPU: -1}}", "resources.node_types.gpu.GPU"),
-                                      ("{gpu: {GPU: many}}", "resources.node_types.gpu.GPU")])
+                                      ("{gpu: {GPU: many}}", "resources.node_types.gpu.GPU"),
+                                      ("{gpu: {GPU: .nan}}", "resources.node_types.gpu.GPU"),
+                                      ("{gpu: {GPU: 1, max_workers: .inf}}", "resources.node_types.gpu.max_workers"),
+                                      ("{gpu: {GPU: 1, max_workers: 1.5}}", "resources.node_types.gpu.max_workers")])
 def test_bad_node_types_setting_is_one_line(bad, key):
     cfg = load("full_paper.yaml", f"resources.node_types={bad}")
     with pytest.raises(ConfigError) as e:
@@ -225,3 +229,28 @@ def test_bad_node_types_setting_refused_by_the_cli_before_ray(tmp_path, capsys):
     assert main([sweep, "--dry-run", "resources.node_types={gpu: {GPU: -1}}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: resources.node_types.gpu.GPU = -1") and "\n" not in err
+
+
+@pytest.mark.parametrize("over, line", [
+    (["resources.scorer_cpus=4", "resources.num_cpus=2"],
+     r"^error: resources\.scorer_cpus = 4 can never be satisfied: the local Ray has 2 CPU\(s\) \(resources\.num_cpus"),
+    ([f"resources.train_cpus={(os.cpu_count() or 1) + 1}"],
+     r"^error: resources\.train_cpus = \d+ can never be satisfied: the local Ray has \d+ CPU\(s\) \(this machine's"),
+])
+def test_more_cpus_than_the_local_ray_has_are_refused_before_it_starts(tmp_path, capfd, monkeypatch, over, line):
+    """check_resources refused these only after a local Ray had started (~10 s); RAY_ADDRESS="" is no address."""
+    import re
+    import sys
+
+    import sweep_files
+
+    from mia_ray.sweep import main
+
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    sweep = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    capfd.readouterr()
+    assert main([sweep, "--output", str(tmp_path / "out"), *over]) == 2
+    lines = capfd.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.match(line, lines[0]), lines
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert not (tmp_path / "out").exists()

@@ -55,6 +55,15 @@ def test_score_sde_ve_maps_to_vesde_or_smld_with_the_same_sigmas():
         ({"_class_name": "DDPMScheduler", "trained_betas": [0.1, 0.2]}, None, r"explicit trained_betas"),
         (config_of(DDPMScheduler()), "vpsde", r"^families = \['vpsde'\] does not match .* allowed: ddpm$"),
         ({}, None, r"scheduler None is not supported"),
+        # these raised ValueError / TypeError tracebacks, or read 999.7 steps as 999 and an infinite sigma as one
+        ({"_class_name": "DDPMScheduler", "num_train_timesteps": "abc"}, None,
+         r"^model\.pretrained: DDPMScheduler num_train_timesteps = 'abc'; allowed: an integer$"),
+        ({"_class_name": "DDIMScheduler", "num_train_timesteps": None}, None, r"num_train_timesteps = None; allowed"),
+        ({"_class_name": "DDPMScheduler", "num_train_timesteps": 999.7}, None, r"timesteps = 999\.7; allowed"),
+        ({"_class_name": "DDPMScheduler", "beta_start": [1]}, None, r"beta_start = \[1\]; allowed: a finite number$"),
+        ({"_class_name": "DDPMScheduler", "beta_end": True}, None, r"beta_end = True; allowed: a finite number$"),
+        ({"_class_name": "ScoreSdeVeScheduler", "sigma_max": "inf"}, None,
+         r"^model\.pretrained: ScoreSdeVeScheduler sigma_max = 'inf'; allowed: a finite number$"),
     ],
 )
 def test_unknown_or_unreproducible_schedules_are_refused_with_one_line(config, name, match):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 import pytest
 import sweep_files
@@ -103,3 +104,108 @@ def test_boolean_keys_take_true_or_false_only(tmp_path, over, line):
         load(tmp_path, **over)
     cfg, _ = load(tmp_path, model={"attention": False, "bf16": False})
     assert cfg.model.attention is False and cfg.model.bf16 is False
+
+
+@pytest.mark.parametrize("over, line", [
+    ({"train": {"lr": float("inf")}}, r"^train\.lr = inf; allowed: finite numbers$"),
+    ({"dp": {"max_grad_norm": float("nan")}}, r"^dp\.max_grad_norm = nan; allowed: finite numbers$"),
+    ({"dp": {"max_grad_norm": float("inf")}}, r"^dp\.max_grad_norm = inf; allowed: finite numbers$"),
+    ({"family": {"beta_max": float("inf")}}, r"^family\.beta_max = inf; allowed: finite numbers$"),
+    ({"family": {"sigma_max": float("inf")}}, r"^family\.sigma_max = inf; allowed: finite numbers$"),
+    ({"resources": {"scorer_cpus": float("nan")}}, r"^resources\.scorer_cpus = nan; allowed: finite numbers$"),
+    ({"resources": {"train_gpus": float("inf")}}, r"^resources\.train_gpus = inf; allowed: finite numbers$"),
+    ({"seeds": [2**70]}, r"^seeds has 1180591620717411303424; allowed: integers between -2\*\*63 and 2\*\*63 - 1"),
+    ({"train": {"steps": 2**64}}, r"^train\.steps = 18446744073709551616; allowed: integers between"),
+    ({"attacks": {"likelihood": {"rtol": float("inf")}}}, r"^attacks\.likelihood\.rtol = inf; allowed: finite"),
+    ({"attacks": {"pia": {"p": float("inf")}}}, r"^attacks\.pia\.p = inf; allowed: finite numbers$"),
+    ({"attacks": {"loss": {"seed": 2**63}}}, r"^attacks\.loss\.seed = 9223372036854775808; allowed: integers"),
+    ({"attacks": {"loss": {"max_samples": True}}}, r"^attacks\.loss\.max_samples = True; allowed: an integer >= 1"),
+    ({"train": {"warmup": -1}}, r"^train\.warmup = -1; allowed: an integer >= 0"),
+    ({"train": {"grad_clip": -1.0}}, r"^train\.grad_clip = -1\.0; allowed: a number >= 0"),
+    ({"train": {"grad_clip": float("nan")}}, r"^train\.grad_clip = nan; allowed: a number >= 0"),
+    ({"model": {"norm_num_groups": 0}}, r"^model\.norm_num_groups = 0; allowed: an integer >= 1$"),
+    ({"model": {"norm_num_groups": -8}}, r"^model\.norm_num_groups = -8; allowed: an integer >= 1$"),
+    ({"model": {"layers_per_block": 0}}, r"^model\.layers_per_block = 0; allowed: an integer >= 1$"),
+    ({"model": {"block_out_channels": [0, 0]}}, r"^model\.block_out_channels = \[0, 0\]; allowed: a non-empty list"),
+    ({"model": {"block_out_channels": [-8, 16]}}, r"^model\.block_out_channels = \[-8, 16\]; allowed:"),
+    ({"resources": {"num_cpus": 0}}, r"^resources\.num_cpus = 0; allowed: an integer >= 1, or null"),
+    ({"resources": {"num_cpus": -2}}, r"^resources\.num_cpus = -2; allowed: an integer >= 1, or null"),
+    ({"name": ".."}, r"^name = '\.\.'; allowed: a non-empty name without '/', other than '\.' and '\.\.'$"),
+    ({"name": "."}, r"^name = '\.'; allowed: "),
+    ({"output": ""}, r"^output = ''; allowed: a folder path or a URI"),
+    ({"train_sizes": {"a": 1}}, r"train_sizes has \{'a': 1\}; allowed: a list of values \(or one value\)$"),
+    # a data.path without data.source trained on the bundled digits; data.key of a folder was ignored
+    ({"data": {"path": "/data/ffhq64.h5"}}, r"^data\.path = '/data/ffhq64\.h5' is not read: data\.source = 'digits' "
+     r"reads no files; allowed: a source that reads it \(folder, hdf5, npz, parquet"),
+    ({"data": {"source": "folder", "path": "/imgs", "key": "images"}},
+     r"^data\.key = 'images' is not read by data\.source = 'folder'; allowed: null \(a key names an array, dataset or "
+     r"column for hdf5, npz, parquet"),
+    ({"audit": {"canaries": 8}, "model": {**sweep_files.TINY["model"], "pretrained": "/x"}},
+     r"^audit\.canaries = 8 with model\.pretrained: canaries are added to the training set of a target the sweep"),
+])
+def test_unusable_numbers_and_sizes_are_one_line(tmp_path, over, line):
+    """Each of these passed the door and failed later: NaN / inf reached training or scoring (``not x > 0`` holds
+    for inf), an int beyond 64 bits failed when a trial's Parquet rows were written, ``norm_num_groups: 0`` raised
+    ZeroDivisionError, ``name: ..`` wrote the results beside the output folder, ``output: ''`` at /<name>, a grid
+    axis given as a mapping raised TypeError, ``max_samples: true`` read as 1, ``num_cpus: 0`` started a Ray that
+    could run nothing, and canaries were "included" in a given model that never saw them."""
+    with pytest.raises(ConfigError, match=line) as e:
+        load(tmp_path, **over)
+    assert "\n" not in str(e.value)
+
+
+def test_large_seeds_that_fit_64_bits_are_kept(tmp_path):
+    cfg, _ = load(tmp_path, seeds=[2**40], attacks={"loss": {"steps": [0], "seed": -5}})
+    assert cfg.seeds == [2**40] and cfg.attacks["loss"].params.seed == -5
+
+
+def _raw(tmp_path, text: str) -> str:
+    path = tmp_path / "raw.yaml"
+    path.write_text("families: [ddpm]\ntrain_sizes: [64]\neval_size: 16\n" + text)
+    return str(path)
+
+
+def test_the_attacks_named_replace_the_default_loss(tmp_path):
+    """``attacks: {pia: {}}`` also ran the default ``loss`` (omegaconf merged the two), and ``attacks: {}``, which
+    names no attack, ran loss instead of being refused."""
+    cfg, text = sweep_config.load(_raw(tmp_path, "attacks: {pia: {p: 2}}\n"))
+    assert list(cfg.attacks) == ["pia"] and cfg.attacks["pia"].params.p == 2 and "loss" not in text
+    cfg, _ = sweep_config.load(_raw(tmp_path, "attacks: {pia: null}\n"), ["attacks.sima.p=3"])
+    assert list(cfg.attacks) == ["pia", "sima"]  # a dotted override adds to the sweep's attacks
+    cfg, _ = sweep_config.load(_raw(tmp_path, "attacks: {loss: null}\n"), ["attacks={secmi: {}}"])
+    assert list(cfg.attacks) == ["secmi"]  # a whole-value override replaces them
+    assert list(sweep_config.load(_raw(tmp_path, ""))[0].attacks) == ["loss"]  # none named: the default
+    with pytest.raises(ConfigError, match=r"^attacks is empty; allowed: likelihood, lira, loss"):
+        sweep_config.load(_raw(tmp_path, "attacks: {}\n"))
+
+
+def test_a_sweep_file_holding_a_list_is_one_line(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- families: [ddpm]\n- name: x\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml holds a list; allowed: a mapping of keys \(name:, data:"):
+        sweep_config.load(str(path))
+
+
+def test_an_epsilon_dp_sgd_cannot_reach_is_refused_with_the_config(tmp_path):
+    """Opacus' calibration gives up past its largest noise ("The privacy budget is too low"): that was a
+    ValueError inside the training task, after Ray had started. PRV reaches it, canaries are left to training."""
+    over = {"epsilons": [float("inf"), 0.1], "train": {**sweep_files.TINY["train"], "steps": 300}}
+    line = (r"^epsilons has 0\.1: DP-SGD cannot reach it at dp\.delta = 1e-05 over 300 steps on train_size 64 "
+            r"\(Opacus: The privacy budget is too low\.\); allowed")
+    with pytest.raises(ConfigError, match=line):
+        load(tmp_path, **over)
+    assert load(tmp_path, **over, dp={"accountant": "prv"})[0].epsilons == [float("inf"), 0.1]
+    assert load(tmp_path, epsilons=[0.5], train={**sweep_files.TINY["train"], "steps": 300})[0].epsilons == [0.5]
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("", r"not a dotted module name"),  # importlib raised ValueError: a traceback
+    (".relative", r"not a dotted module name"),  # TypeError
+    ("mia_ray_broken_plugin_xyz", r"SyntaxError invalid syntax"),
+    ("no_such_module_xyz", r"No module named 'no_such_module_xyz'"),
+])
+def test_plugins_that_cannot_be_imported_are_one_line(tmp_path, monkeypatch, name, reason):
+    (tmp_path / "mia_ray_broken_plugin_xyz.py").write_text("def broken(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"^plugins: cannot import '{re.escape(name)}' \({reason}.*\); allowed: "):
+        load(tmp_path, plugins=[name])

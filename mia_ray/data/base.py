@@ -33,6 +33,7 @@ class Source:
 
     name: ClassVar[str] = ""
     needs_path: ClassVar[bool] = True
+    uses_key: ClassVar[bool] = True  # data.key names an array, dataset or column of data.path
     accepts: ClassVar[str] = ""  # what data.path should be, for error messages
 
     def __init__(self, cfg: DataConfig):

@@ -24,6 +24,7 @@ class DigitsSource(Source):
     """sklearn ``load_digits``; any resolution (bilinear upsampling), gray repeated for 3 channels."""
 
     needs_path = False
+    uses_key = False
 
     def __len__(self) -> int:
         return 1797

@@ -17,6 +17,7 @@ class FolderSource(Source):
     """Every ``.png/.jpg/.jpeg`` below ``data.path``; sizes may differ (each is cropped and resized)."""
 
     accepts = "a folder of PNG/JPEG images"
+    uses_key = False
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -122,10 +122,15 @@ def decode_image(data, channels: int, where: str) -> np.ndarray:
     """A PNG/JPEG file path or file object -> float32 [C, H, W] in [-1, 1]."""
     try:
         with Image.open(data) as img:
-            arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+            mode = img.mode
+            if not mode.startswith(("I", "F")):
+                arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
     except Exception as e:  # PIL raises many types for bad files
         reason = " ".join(str(e).split())
         raise DataError(
             f"cannot read image {where}: {type(e).__name__}: {reason}; allowed: PNG or JPEG"
         ) from e
+    if mode.startswith(("I", "F")):  # PIL's convert("L") clips 16-bit / float pixels to 0..255: mostly white
+        raise DataError(f"cannot read image {where}: mode {mode} (16-bit integer or float pixels); allowed: 8-bit "
+                        "PNG or JPEG (grayscale, RGB, RGBA or palette)")
     return to_unit(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1), where)

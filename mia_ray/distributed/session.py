@@ -42,11 +42,13 @@ def ray_session(address: str | None, num_cpus: int | None, log_to_driver: bool =
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=log_to_driver,
                  configure_logging=False, **local)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, ConnectionError) as e:
         line = version_mismatch_line(str(e), address)
         if line is None and "ray[client]" in str(e):  # a ray:// address without Ray Client installed
             line = (f"--address {address}: Ray Client is not installed here; pip install 'ray[client]' "
                     f"(same version as the cluster), or submit with `ray job submit` so the driver runs on the head")
+        if line is None and address and isinstance(e, ConnectionError):  # "auto" with no cluster on this machine
+            line = f"--address {address} (or RAY_ADDRESS): {' '.join(str(e).split())}"
         if line is None:
             raise
         raise ConfigError(line) from None
@@ -60,7 +62,12 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """One line when nothing listens at a ``host:port`` or ``ray://host:port`` address: ray.init itself retries
     an unreachable GCS for minutes (measured: still waiting after 2 min) before a multi-line error."""
     m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
-    if not m:  # "auto" and the like: Ray resolves them
+    if not m and address not in ("auto", "local") and "://" not in address:  # ray.init: a ValueError traceback
+        raise ConfigError(
+            f"--address {address} (or RAY_ADDRESS): not a Ray address; allowed: host:port of a Ray head "
+            "(e.g. 10.0.0.5:6379), ray://host:port (Ray Client), or auto"
+        )
+    if not m:  # "auto", ray://host and the like: Ray resolves them
         return
     try:
         with socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s):

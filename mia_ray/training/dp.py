@@ -38,6 +38,31 @@ def validate_dp(dp, key: str = "dp") -> None:
         )
 
 
+def check_budget(epsilon: float, delta: float, train_size: int, batch_size: int, steps: int) -> None:
+    """Refuse an ε that DP-SGD with the RDP accountant cannot reach on this schedule, before anything is trained:
+    Opacus' noise calibration gives up past its largest noise multiplier ("The privacy budget is too low", e.g.
+    ε = 0.1 at δ = 1e-5 over 300 full-batch steps), which surfaced as a ValueError inside the training task.
+    The schedule is ``train._make_private``'s: sample rate 1 / batches per epoch, whole epochs covering ``steps``.
+    (PRV reaches smaller ε and takes seconds to minutes to calibrate: left to training.)"""
+    import warnings
+
+    from opacus.accountants.utils import get_noise_multiplier
+
+    batches = math.ceil(train_size / min(batch_size, train_size))
+    epochs = max(1, math.ceil(steps / batches))
+    try:
+        with warnings.catch_warnings():  # "Optimal order is the largest alpha": a warning line at the door
+            warnings.simplefilter("ignore")
+            get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=1 / batches, epochs=epochs,
+                                 accountant="rdp")
+    except ValueError as e:
+        raise ConfigError(
+            f"epsilons has {epsilon:g}: DP-SGD cannot reach it at dp.delta = {delta:g} over {epochs * batches} steps "
+            f"on train_size {train_size} (Opacus: {' '.join(str(e).split())}); allowed: a larger epsilon or "
+            "dp.delta, fewer train.steps, or dp.accountant: prv"
+        ) from None
+
+
 def noise_generator(device: torch.device | str, seed: int) -> torch.Generator:
     """The seeded DP noise generator on the training device: Opacus draws the noise on the parameters'
     device with it, and a CPU generator cannot draw CUDA tensors."""
