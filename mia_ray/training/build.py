@@ -75,13 +75,11 @@ def heldout_loss_ids(spec: TargetSpec, pool_size: int) -> np.ndarray:
     LiRA reference the ids after its universe (the target's members and evaluation non-members, half of which
     it trains on), as many as the pool leaves up to that; included canaries left out."""
     n = spec.train_size
-    if spec.reference is not None:
-        perm = np.random.default_rng(spec.seed).permutation(pool_size)  # make_split's (mia_ray.references)
-        return perm[2 * n : 2 * n + min(n, HELDOUT_MAX)].astype(np.int64)
-    k = min(n, HELDOUT_MAX, pool_size - n)
+    start = 2 * n if spec.reference is not None else n  # a reference's universe is perm[:2n] of the same split
+    k = min(n, HELDOUT_MAX, pool_size - start)
     if k < 1:
         return np.zeros(0, np.int64)
-    ids = make_split(pool_size, max(n, k), k, spec.seed).nonmembers
+    ids = make_split(pool_size, start, k, spec.seed).nonmembers
     if spec.canaries is not None:  # included canaries are trained on: never "held out" (issue 13)
         from ..canaries import canaries_of
 

@@ -38,18 +38,24 @@ def validate_dp(dp, key: str = "dp") -> None:
         )
 
 
+def schedule(train_size: int, batch_size: int, steps: int) -> tuple[int, int]:
+    """(batches per epoch, epochs) of DP-SGD's noise calibration: sample rate 1 / batches (Opacus' Poisson loader
+    over batches of min(batch_size, train_size)), whole epochs covering ``steps``."""
+    batches = math.ceil(train_size / min(batch_size, train_size))
+    return batches, max(1, math.ceil(steps / batches))
+
+
 def check_budget(epsilon: float, delta: float, train_size: int, batch_size: int, steps: int) -> None:
     """Refuse an ε that DP-SGD with the RDP accountant cannot reach on this schedule, before anything is trained:
     Opacus' noise calibration gives up past its largest noise multiplier ("The privacy budget is too low", e.g.
     ε = 0.1 at δ = 1e-5 over 300 full-batch steps), which surfaced as a ValueError inside the training task.
-    The schedule is ``train._make_private``'s: sample rate 1 / batches per epoch, whole epochs covering ``steps``.
+    The schedule is ``schedule``'s, as in ``train._make_private``.
     (PRV reaches smaller ε and takes seconds to minutes to calibrate: left to training.)"""
     import warnings
 
     from opacus.accountants.utils import get_noise_multiplier
 
-    batches = math.ceil(train_size / min(batch_size, train_size))
-    epochs = max(1, math.ceil(steps / batches))
+    batches, epochs = schedule(train_size, batch_size, steps)
     try:
         with warnings.catch_warnings():  # "Optimal order is the largest alpha": a warning line at the door
             warnings.simplefilter("ignore")

@@ -21,7 +21,7 @@ from ..config import TargetSpec
 from ..families import make_family
 from ..models import NoiseNet, build_unet, count_params, pick_device
 from ..progress import Progress
-from .dp import epsilons, noise_generator, sample_rate_steps, validate_dp
+from .dp import epsilons, noise_generator, sample_rate_steps, schedule, validate_dp
 from .grad_sample import MODES, Backward, PerSampleLoss, contiguous_conv_inputs
 
 HELDOUT_DRAWS = 4  # (step, noise) draws per held-out image
@@ -65,7 +65,7 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     else:
         engine, backward = None, _plain_backward(NoiseNet(unet), uses_bf16(spec, device))
         batches = _shuffled_batches(len(data), spec.train.batch_size, gen)
-    losses, taken, t0 = [], 0, time.monotonic()
+    losses, t0 = [], time.monotonic()
     with Progress(spec.train.steps, f"train {spec.family.name} n={spec.train_size} eps={spec.dp.epsilon}",
                   enabled=progress) as bar:
         for _ in range(spec.train.steps):
@@ -85,7 +85,6 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
             sched.step()
             if ema is not None:
                 _ema_update(ema, unet, spec.train.ema_decay)
-            taken += 1
             if loss is not None:
                 losses.append(loss.item())
             bar.update(1, loss=losses[-1] if losses else math.nan)
@@ -95,7 +94,8 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     plain = build_unet(spec.model, images.shape[-1], images.shape[1])
     plain.load_state_dict({k: v.detach().cpu() for k, v in trained.state_dict().items()})
     final_loss = math.nan if dp else float(np.mean(tail))
-    result = TrainResult(plain.eval(), final_loss, taken, seconds, params=count_params(plain))
+    # every round steps the optimiser (an empty Poisson batch is a noise-only step)
+    result = TrainResult(plain.eval(), final_loss, spec.train.steps, seconds, params=count_params(plain))
     if heldout is not None and len(heldout):
         result.heldout_loss = heldout_loss(plain, spec, heldout, device)
     if engine is not None:
@@ -174,7 +174,7 @@ def _make_private(unet, opt, data, spec: TargetSpec, gen, device):
     index = TensorDataset(torch.arange(len(data)))
     bs = min(spec.train.batch_size, len(data))
     loader = DataLoader(index, batch_size=bs, shuffle=True, generator=gen)
-    epochs = max(1, math.ceil(spec.train.steps / len(loader)))
+    epochs = schedule(len(data), spec.train.batch_size, spec.train.steps)[1]  # the door's check_budget uses it too
     engine = PrivacyEngine(accountant=spec.dp.accountant, secure_mode=spec.dp.secure_mode)
     made = engine.make_private_with_epsilon(
         module=unet,
