@@ -454,6 +454,7 @@ def _attack_spec(name: str, params, num_steps: int) -> AttackSpec:
     max_samples = params.pop("max_samples", None)
     allowed = [f.name for f in fields(attack.Params)]
     check_booleans(params, attack.Params, f"attacks.{name}.")
+    params = _one_element_lists(params, attack.Params)
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(attack.Params), params))
     except OmegaConfBaseException as e:
@@ -467,6 +468,16 @@ def _attack_spec(name: str, params, num_steps: int) -> AttackSpec:
     attack().validate(typed, num_steps, f"attacks.{name}")
     check_numbers(typed, f"attacks.{name}.")
     return AttackSpec(name, typed, max_samples)
+
+
+def _one_element_lists(params: dict, cls) -> dict:
+    """A number given for a list-of-integers parameter is that one-element list (``secmi: {t_sec: 100}``, the
+    form of the authors' setting and of configs written before t_sec became a list)."""
+    hints = typing.get_type_hints(cls)
+    return {
+        k: [v] if hints.get(k) == list[int] and isinstance(v, int) and not isinstance(v, bool) else v
+        for k, v in params.items()
+    }
 
 
 def eps_label(e: float) -> str:

@@ -113,7 +113,7 @@ def test_sima(family, unet, x0):
 def test_secmi(family, t_sec, k, unet, x0):
     """secmia.py: target_steps = range(0, t_sec, k)[1:]; x~ = ddim_multistep(x0, t_c=0, target_steps);
     x~' = singlestep(singlestep(x~, t_sec - k -> t_sec), t_sec -> t_sec - k); score = ||x~ - x~'||^2."""
-    out = run("secmi", family, unet, x0, SecMIParams(t_sec=t_sec, k=k))
+    out = run("secmi", family, unet, x0, SecMIParams(t_sec=[t_sec], k=k))
     x, t_c = x0, 0
     for target in list(range(0, t_sec, k))[1:]:
         x, t_c = ddim(unet, family, x, t_c, target), target
@@ -121,3 +121,16 @@ def test_secmi(family, t_sec, k, unet, x0):
     want = ((x.double() - back.double()) ** 2).sum((1, 2, 3))
     assert out.steps == [t_sec]
     np.testing.assert_allclose(out.statistic[0], want.numpy(), rtol=RTOL)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_secmi_t_secs_share_one_chain_bit_for_bit(family, unet, x0):
+    """Several t_sec in one run (one shared inversion chain): each row is the single-t_sec run's, bit for bit,
+    in the order given."""
+    t_secs = [60, 20, 40]
+    out = run("secmi", family, unet, x0, SecMIParams(t_sec=t_secs, k=10))
+    assert out.steps == t_secs
+    for row, t in enumerate(t_secs):
+        alone = run("secmi", family, unet, x0, SecMIParams(t_sec=[t], k=10))
+        np.testing.assert_array_equal(out.statistic[row], alone.statistic[0])
+        np.testing.assert_array_equal(out.score[row], alone.score[0])

@@ -179,6 +179,19 @@ def test_the_attacks_named_replace_the_default_loss(tmp_path):
         sweep_config.load(_raw(tmp_path, "attacks: {}\n"))
 
 
+def test_a_number_for_a_list_of_steps_is_that_one_step(tmp_path):
+    """``secmi: {t_sec: 100}`` (the authors' setting, and every config written before t_sec became a list) and
+    ``loss: {steps: 50}`` mean one step; a boolean or a float there is still refused in one line."""
+    cfg, _ = sweep_config.load(_raw(tmp_path, "attacks: {secmi: {t_sec: 100}, loss: {steps: 50}}\n"))
+    assert cfg.attacks["secmi"].params.t_sec == [100] and cfg.attacks["loss"].params.steps == [50]
+    assert sweep_config.load(_raw(tmp_path, "attacks: {secmi: null}\n"))[0].attacks["secmi"].params.t_sec == [
+        100, 200, 300, 400]
+    for bad in ("true", "100.5"):
+        with pytest.raises(ConfigError, match=r"^attacks\.secmi\.t_sec.*") as e:
+            sweep_config.load(_raw(tmp_path, f"attacks: {{secmi: {{t_sec: {bad}}}}}\n"))
+        assert "\n" not in str(e.value)
+
+
 def test_a_sweep_file_holding_a_list_is_one_line(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- families: [ddpm]\n- name: x\n")

@@ -3,13 +3,17 @@
 x~ = deterministic (DDIM) inversion of the clean x0 from step 0 (x0 itself taken as the step-0 state)
 through steps k, 2k, ..., t_sec - k (``get_intermediate_results``: ``target_steps = range(0, t_sec, k)[1:]``);
 x~' = one deterministic step from t_sec - k to t_sec and one back to t_sec - k. Statistic:
-||x~ - x~'||^2 summed over all pixels (``naive_statistic_attack``, l2); one value, reported at step t_sec.
-Lower = member; score = -statistic. Authors' defaults: t_sec = 100, k = 10 (t_sec / k + 1 = 11 forwards).
+||x~ - x~'||^2 summed over all pixels (``naive_statistic_attack``, l2); one value per t_sec, reported at step
+t_sec. Lower = member; score = -statistic. Authors' setting (DDPM): t_sec = 100, k = 10 (11 forwards).
+
+Several t_sec share ONE inversion chain: the chain's state at t - k is x~ of t, its next state is the step to
+t, and the noise prediction there is both the way back and the chain's next step. Each t_sec's statistic is
+the single-t_sec computation's, bit for bit; forwards per sample: max(t_sec) / k + 1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,7 +24,13 @@ from .queries import eps_at, lp_sum
 
 @dataclass
 class SecMIParams:
-    t_sec: int = 100  # the step the statistic is taken at (reported as its step)
+    # One score row per t_sec; the calibrated protocol picks t on its calibration half. The authors' t_sec = 100
+    # sits at noise-to-signal s/a = 0.34 on DDPM's linear betas but at 0.023 (almost no noise) on the VE
+    # families' geometric sigmas. Measured on over-fitted tiny models (32 digits, 1500 steps; the script and the
+    # table: docs/secmi_families.md): AUC at t_sec = 100 / 400 was 1.00 / 0.09 (DDPM), 1.00 / 0.12 (VP-SDE),
+    # 0.24 / 1.00 (VE-SDE), 0.74 / 0.95 (SMLD): no one step serves all four families, so the default spans both
+    # operating points (41 forwards per sample instead of 11).
+    t_sec: list[int] = field(default_factory=lambda: [100, 200, 300, 400])
     k: int = 10  # the inversion's step interval
     max_batch: int = 1024
 
@@ -30,29 +40,35 @@ class SecMIAttack(Attack):
     Params = SecMIParams
 
     def steps(self, params, num_steps=None):
-        return [params.t_sec]
+        return list(params.t_sec)
 
     def check(self, params, num_steps, key):
         if params.k < 1:
             raise ConfigError(f"{key}.k = {params.k}; allowed: an integer >= 1")
-        if params.t_sec < 2 * params.k or params.t_sec % params.k:
-            raise ConfigError(
-                f"{key}.t_sec = {params.t_sec} with {key}.k = {params.k}; allowed: t_sec a multiple of k, "
-                f"at least 2k (authors: t_sec = 100, k = 10)"
-            )
+        if not params.t_sec:
+            raise ConfigError(f"{key}.t_sec is empty; allowed: a list of integer steps (authors: 100)")
+        for t in params.t_sec:
+            if t < 2 * params.k or t % params.k:
+                raise ConfigError(
+                    f"{key}.t_sec has {t} with {key}.k = {params.k}; allowed: multiples of k, each at least 2k "
+                    f"(authors: t_sec = 100, k = 10)"
+                )
         if params.max_batch < 1:
             raise ConfigError(f"{key}.max_batch = {params.max_batch}; allowed: an integer >= 1")
 
     def cost(self, params, num_steps):
-        return Cost(forward=params.t_sec // params.k + 1)
+        return Cost(forward=max(params.t_sec) // params.k + 1)
 
     @torch.no_grad()
     def run(self, adapter, images, sample_ids, params):
-        t, k, mb = params.t_sec, params.k, params.max_batch
-        x = images.to(adapter.device)
-        for u in range(0, t - k, k):  # 0 -> k -> ... -> t - k
-            x = adapter.ddim_step(x, u, u + k, eps_at(adapter, x, u, mb))
-        up = adapter.ddim_step(x, t - k, t, eps_at(adapter, x, t - k, mb))
-        back = adapter.ddim_step(up, t, t - k, eps_at(adapter, up, t, mb))
-        stat = lp_sum(x - back, 2).cpu().numpy()[None, :]
-        return AttackOutput([t], -stat, stat)
+        k, mb, wanted = params.k, params.max_batch, set(params.t_sec)
+        x = images.to(adapter.device)  # the chain's state at step u (x0 at u = 0)
+        eps, u, stats = eps_at(adapter, x, 0, mb), 0, {}
+        while u < max(wanted):
+            up = adapter.ddim_step(x, u, u + k, eps)
+            eps_up = eps_at(adapter, up, u + k, mb)
+            if u + k in wanted:  # x is x~ of t = u + k
+                stats[u + k] = lp_sum(x - adapter.ddim_step(up, u + k, u, eps_up), 2)
+            x, eps, u = up, eps_up, u + k
+        stat = torch.stack([stats[t] for t in params.t_sec]).cpu().numpy()
+        return AttackOutput(self.steps(params), -stat, stat)
