@@ -287,6 +287,7 @@ def write_grid(root: str, trial_id: str, png: bytes) -> str:
     """The trial's sample grid as ``<root>/grids/<trial_id>.png`` (atomic); returns the path."""
     fs, base = filesystem(root)
     path = f"{base}/grids/{trial_id}.png"
+    clear_stale_temps(fs, path)
     write_bytes_atomic(fs, path, png)
     return path
 
@@ -528,10 +529,31 @@ def write_atomic(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
         pq.write_table(table, path, filesystem=fs)  # one object PUT: atomic on object stores
 
 
+def clear_stale_temps(fs: pafs.FileSystem, path: str) -> None:
+    """Remove the hidden temporary files of ``path`` (``.<name>.<hex>.tmp``) that a writer killed before its
+    rename left behind (kill -9 of the whole sweep, measured: a truncated ``targets/.<trial>.parquet.*.tmp``
+    survived every rerun). Only for result files of one trial or of the sweep, whose one writer is this run;
+    never in the target store, which concurrent sweeps share. Readers skip these names either way."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return  # object stores: one PUT per file, no temporary names
+    parent, name = os.path.dirname(path), os.path.basename(path)
+    try:
+        entries = os.listdir(parent)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.startswith(f".{name}.") and entry.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(parent, entry))
+            except FileNotFoundError:
+                pass
+
+
 def write_trial_table(root: str, table: str, trial_id: str, rows: list[dict]) -> str:
     """Write one trial's rows of ``table`` under ``root`` (``<output>/<sweep>``); returns the path."""
     fs, base = filesystem(root)
     path = f"{base}/{table}/{trial_id}.parquet"
+    clear_stale_temps(fs, path)
     write_atomic(fs, path, to_table(rows, table))
     return path
 
@@ -546,6 +568,7 @@ def write_trial(root: str, trial_id: str, tables: dict[str, list[dict]]) -> None
 def write_text_atomic(root: str, name: str, text: str) -> None:
     """Write a small text file (e.g. the resolved sweep.yaml) under ``root`` atomically."""
     fs, base = filesystem(root)
+    clear_stale_temps(fs, f"{base}/{name}")
     write_bytes_atomic(fs, f"{base}/{name}", text.encode())
 
 
