@@ -112,6 +112,25 @@ def test_interrupted_write_is_not_a_stored_target(tmp_path, monkeypatch, digits6
     assert meta["target_id"] == spec.target_id
 
 
+def test_a_killed_writers_temporary_folder_is_removed_once_stale(tmp_path, digits64):
+    """A writer killed before its rename leaves ``.tmp-<tid>-*``; the next store of that target removes it once
+    it is older than STALE_SECONDS, and leaves a fresh one (a live concurrent writer's) and other targets' alone."""
+    store = TargetStore(str(tmp_path / "store"))
+    spec = tiny_spec(steps=2)
+    tid = spec.target_id
+    os.makedirs(store.base)
+    old_mine, fresh_mine, old_other = (os.path.join(store.base, n) for n in
+                                       (f".tmp-{tid}-dead", f".tmp-{tid}-live", ".tmp-0123456789abcdef-dead"))
+    for d in (old_mine, fresh_mine, old_other):
+        os.makedirs(os.path.join(d, "model"))
+    hour_ago = os.path.getmtime(old_mine) - store_mod.STALE_SECONDS - 1
+    for d in (old_mine, old_other):
+        os.utime(d, (hour_ago, hour_ago))
+    get_or_train(store, spec, images_fn=lambda: digits64, progress=False)
+    assert store.get(spec) is not None
+    assert not os.path.exists(old_mine) and os.path.isdir(fresh_mine) and os.path.isdir(old_other)
+
+
 def test_store_trains_on_the_split_members(tmp_path):
     from mia_ray.data import make_split, open_source
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from ..results import filesystem
 
 log = logging.getLogger("mia_ray")
 META = "target.json"
+STALE_SECONDS = 3600  # a .tmp-<tid>-* folder this old has no live writer (a save takes seconds)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class TargetStore:
                 os.rename(tmp, final)
             except OSError:  # another worker stored the same target first: keep theirs
                 shutil.rmtree(tmp, ignore_errors=True)
+            self._clear_stale_temps(tid)
             return
         with tempfile.TemporaryDirectory() as tmp:
             unet.save_pretrained(os.path.join(tmp, "model"), safe_serialization=True)
@@ -89,6 +92,20 @@ class TargetStore:
                             source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
         with self.fs.open_output_stream(f"{self._dir(tid)}/{META}") as f:
             f.write(meta.encode())
+
+    def _clear_stale_temps(self, tid: str) -> None:
+        """Remove ``.tmp-<tid>-*`` folders older than STALE_SECONDS: writers of ``tid`` killed before their rename
+        (a kill -9 of a whole sweep mid-write left one, config.json without weights, through every rerun). A live
+        writer's folder exists for the seconds a save takes, so an hour-old one has no writer, even when
+        concurrent sweeps share the store."""
+        prefix, now = f".tmp-{tid}-", time.time()
+        for entry in os.listdir(self.base):
+            path = os.path.join(self.base, entry)
+            try:
+                if entry.startswith(prefix) and now - os.path.getmtime(path) > STALE_SECONDS:
+                    shutil.rmtree(path, ignore_errors=True)
+            except FileNotFoundError:
+                pass
 
     def _download(self, tid: str) -> str:
         local = os.path.join(self.cache, tid)
