@@ -174,7 +174,7 @@ def validate(cfg: SweepConfig) -> None:
     _pipeline_family(cfg)
     _check_family(cfg.family)
     _check_train(cfg.train)
-    _check_model(cfg.model, cfg.data.resolution)
+    _check_model(cfg.model, cfg.data.resolution, cfg.data.channels)
     cfg.attacks = {a.name: a for a in attack_specs(cfg)}
     check_trained_here(cfg)
     _check_resources(cfg.resources)
@@ -382,9 +382,23 @@ def _check_dp(dp) -> None:
     validate_dp(dp)  # dp.accountant, dp.grad_sample_mode, dp.secure_mode
 
 
+# T: the schedules, the per-step tables and all_steps's score rows are O(T) arrays and loops (2**40 passed and
+# exhausted memory building them). 100x the paper's T = 1000 leaves room for finer discretisations.
+MAX_NUM_STEPS = 100_000
+# Training keeps weights, gradients, two Adam moments and (with EMA) a copy in fp32: ~20 bytes per parameter,
+# so 2e9 parameters are ~40 GB before activations, half an 80 GB GPU. Pixel-space diffusion UNets are far below
+# (full_paper.yaml: 35.7M; the paper's DDPM: 35.7M; ADM ImageNet-512: ~560M); [65536, 65536] asked for 1.1e12.
+MAX_PARAMETERS = 2_000_000_000
+# Published pixel-space UNets use 2 (DDPM, ADM) to 4 (NCSN++) ResNet blocks per level; 16 keeps counting the
+# parameters fast (building the deepest allowed UNet, 11 levels x 16, on the meta device: 0.4 s measured; 1000
+# layers took 3.3 s).
+MAX_LAYERS_PER_BLOCK = 16
+ATTENTION_HEAD_DIM = 8  # models.build_unet's attention_head_dim
+
+
 def _check_family(fam) -> None:
-    if fam.num_steps < 2:
-        raise ConfigError(f"family.num_steps = {fam.num_steps}; allowed: an integer >= 2")
+    if not 2 <= fam.num_steps <= MAX_NUM_STEPS:
+        raise ConfigError(f"family.num_steps = {fam.num_steps}; allowed: an integer in [2, {MAX_NUM_STEPS}]")
     if not 0 < fam.beta_min < fam.beta_max:
         raise ConfigError("family.beta_min / beta_max: allowed 0 < beta_min < beta_max")
     if not 0 < fam.sigma_min < fam.sigma_max:
@@ -407,10 +421,14 @@ def _check_train(tr) -> None:
         raise ConfigError(f"train.ema_decay = {tr.ema_decay}; allowed: 0 <= ema_decay < 1")
 
 
-def _check_model(m, resolution: int) -> None:
+def _check_model(m, resolution: int, channels: int = 3) -> None:
     for key in ("norm_num_groups", "layers_per_block"):  # 0 divided by zero here; diffusers built nothing usable
         if getattr(m, key) < 1:
             raise ConfigError(f"model.{key} = {getattr(m, key)}; allowed: an integer >= 1")
+    if m.layers_per_block > MAX_LAYERS_PER_BLOCK:
+        raise ConfigError(
+            f"model.layers_per_block = {m.layers_per_block}; allowed: an integer in [1, {MAX_LAYERS_PER_BLOCK}]"
+        )
     if not m.block_out_channels or any(c < 1 or c % m.norm_num_groups for c in m.block_out_channels):
         raise ConfigError(
             f"model.block_out_channels = {m.block_out_channels}; allowed: a non-empty list of positive multiples of "
@@ -420,6 +438,27 @@ def _check_model(m, resolution: int) -> None:
         raise ConfigError(
             f"data.resolution = {resolution} is not divisible by 2^(levels-1) = "
             f"{2 ** (len(m.block_out_channels) - 1)} for model.block_out_channels = {m.block_out_channels}"
+        )
+    if m.attention and m.block_out_channels[-1] < ATTENTION_HEAD_DIM:  # 0 heads: ZeroDivisionError in training
+        raise ConfigError(
+            f"model.block_out_channels = {m.block_out_channels} with model.attention = true: the last level has "
+            f"{m.block_out_channels[-1]} channels; allowed: at least {ATTENTION_HEAD_DIM} (one attention head), "
+            "or model.attention = false"
+        )
+    if m.pretrained:  # the checkpoint's config.json sizes a given model (checked by the door)
+        return
+    from .models import count_parameters
+
+    # every level has a 3x3 convolution of c -> c channels (9 c^2 weights): a channel count that alone exceeds
+    # the cap is refused without building (2**62 channels overflowed torch's size arithmetic)
+    widest = max(m.block_out_channels)
+    bound = 9 * widest * widest
+    n = bound if bound > MAX_PARAMETERS else count_parameters(m, channels)
+    if n > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model.block_out_channels = {m.block_out_channels} with model.layers_per_block = {m.layers_per_block} "
+            f"make a UNet of {'over ' if n == bound else ''}{n:.3g} parameters; allowed: at most "
+            f"{MAX_PARAMETERS:.0e} (lower the channels or layers per block)"
         )
 
 

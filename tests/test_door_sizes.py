@@ -1,0 +1,191 @@
+"""The door's size caps and late refusals (door3): sizes that exhaust memory (T, resolution, a UNet too large to
+train), GPUs a local Ray cannot have, and an analysis folder without metric rows are each one line, before any
+compute, with nothing written."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import sweep_files
+
+from analysis.__main__ import main as analysis_main
+from mia_ray import sweep_config
+from mia_ray.config import ModelConfig
+from mia_ray.errors import ConfigError
+from mia_ray.models import build_unet, count_parameters
+from mia_ray.preflight import check_local_gpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(tmp_path, overrides=(), **over):
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), **over)
+    return sweep_config.load(path, list(overrides))
+
+
+@pytest.mark.parametrize("override, line", [
+    ("family.num_steps=1099511627776", r"^family\.num_steps = 1099511627776; allowed: an integer in \[2, 100000\]$"),
+    ("family.num_steps=100001", r"^family\.num_steps = 100001; allowed: an integer in \[2, 100000\]$"),
+    ("family.num_steps=1", r"^family\.num_steps = 1; allowed: an integer in \[2, 100000\]$"),
+    ("data.resolution=1048576", r"^data\.resolution = 1048576; allowed: an integer in \[4, 1024\]$"),
+    ("data.resolution=1025", r"^data\.resolution = 1025; allowed: an integer in \[4, 1024\]$"),
+    ("model.block_out_channels=[65536,65536]", r"^model\.block_out_channels = \[65536, 65536\] with "
+     r"model\.layers_per_block = 1 make a UNet of over 3\.87e\+10 parameters; allowed: at most 2e\+09"),
+    ("model.block_out_channels=[4611686018427387904,4611686018427387904]",  # overflowed torch's size arithmetic
+     r"^model\.block_out_channels = \[4611686018427387904, 4611686018427387904\] .* parameters; allowed: at most"),
+    ("model.block_out_channels=[512,1024,2048,4096]",  # each level fits, the sum does not: counted on meta
+     r"^model\.block_out_channels = \[512, 1024, 2048, 4096\] with model\.layers_per_block = 1 make a UNet of "
+     r"2\.47e\+09 parameters; allowed: at most 2e\+09 \(lower the channels or layers per block\)$"),
+    ("model.layers_per_block=17", r"^model\.layers_per_block = 17; allowed: an integer in \[1, 16\]$"),
+])
+def test_sizes_that_exhaust_memory_are_refused_at_the_door(tmp_path, override, line):
+    with pytest.raises(ConfigError, match=line) as e:
+        load(tmp_path, [override])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("override", ["family.num_steps=100000", "data.resolution=1024", "model.layers_per_block=16"])
+def test_the_caps_themselves_are_allowed(tmp_path, override):
+    over = {"attacks": {"loss": {"steps": [0, 50]}}}
+    if override.startswith("data.resolution"):
+        over["model"] = {**sweep_files.TINY["model"]}
+    cfg, _ = load(tmp_path, [override], **over)
+    assert cfg is not None
+
+
+def test_parameters_are_counted_without_allocating_and_match_the_built_unet():
+    """The meta-device count equals the real network's (a small one is built for real to compare)."""
+    small = ModelConfig(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=8, attention=True)
+    real = sum(p.numel() for p in build_unet(small, 8, 3).parameters())
+    assert count_parameters(small, 3) == real
+    full = sweep_config.load(str(ROOT / "sweeps" / "full_paper.yaml"))[0]
+    assert count_parameters(full.model, full.data.channels) == 35_746_307  # the paper's 35.7M DDPM UNet
+
+
+def test_every_shipped_sweep_passes_the_size_caps():
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        if path.name == "pretrained.yaml":  # placeholders for the user's files: refused by design
+            continue
+        cfg, _ = sweep_config.load(str(path))
+        assert cfg.family.num_steps <= sweep_config.MAX_NUM_STEPS, path
+
+
+def test_a_unet_diffusers_cannot_build_is_one_line(monkeypatch):
+    from mia_ray import models
+
+    def refuse(*a, **k):
+        raise ValueError("Must provide the same number of `block_out_channels`\nas `down_block_types`.")
+
+    monkeypatch.setattr(models, "build_unet", refuse)
+    with pytest.raises(ConfigError, match=r"^model\.block_out_channels = \[8, 16\] with model\.layers_per_block = 1, "
+                       r"model\.attention = False, model\.norm_num_groups = 8: diffusers cannot build this UNet2DModel "
+                       r"\(ValueError: Must provide the same number of `block_out_channels` as `down_block_types`\.\)$"):  # noqa: E501
+        count_parameters(ModelConfig(block_out_channels=[8, 16]), 3)
+
+
+@pytest.mark.parametrize("channels, groups", [([4, 4], 4), ([1], 1)])
+def test_attention_on_a_level_narrower_than_one_head_is_refused(tmp_path, channels, groups):
+    """diffusers built it, and its first forward pass raised ZeroDivisionError (0 heads): training had started."""
+    over = [f"model.block_out_channels={channels}".replace(" ", ""), f"model.norm_num_groups={groups}",
+            "model.attention=true"]
+    with pytest.raises(ConfigError, match=rf"^model\.block_out_channels = {re.escape(str(channels))} with "
+                       r"model\.attention = true: the last level has \d channels; allowed: at least 8"):
+        load(tmp_path, over)
+    load(tmp_path, over[:2])  # without attention it trains
+
+
+# --- GPUs a local Ray cannot have -------------------------------------------------------------------------
+
+
+def resources(**kw):
+    base = {"scorer_gpus": None, "train_gpus": None}
+    return SimpleNamespace(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kw, count, line", [
+    ({"train_gpus": 1.0}, 0, r"^resources\.train_gpus = 1 can never be satisfied: the local Ray has 0 GPU\(s\) "),
+    ({"scorer_gpus": 0.5}, 0, r"^resources\.scorer_gpus = 0\.5 can never be satisfied: the local Ray has 0 GPU"),
+    ({"scorer_gpus": 3.0}, 2, r"^resources\.scorer_gpus = 3 can never be satisfied: the local Ray has 2 GPU\(s\)"),
+])
+def test_more_gpus_than_this_machine_has_are_refused(kw, count, line):
+    with pytest.raises(ConfigError, match=line) as e:
+        check_local_gpus(resources(**kw), count)
+    assert "allowed: at most" in str(e.value) and "--address" in str(e.value)
+
+
+@pytest.mark.parametrize("kw, count", [({}, 0), ({"scorer_gpus": 0.0, "train_gpus": 0.0}, 0),
+                                       ({"scorer_gpus": 0.5, "train_gpus": 1.0}, 1)])
+def test_gpus_this_machine_has_or_auto_pass(kw, count):
+    check_local_gpus(resources(**kw), count)
+
+
+def test_cli_refuses_local_gpus_before_ray_starts_and_keeps_a_cluster_address(tmp_path, capfd, monkeypatch):
+    """Refused only after a local Ray had started; with an address (a cluster may have GPU nodes) it is not
+    checked here (the address then fails to answer: a different line, still before Ray)."""
+    import torch
+
+    from mia_ray.sweep import main
+
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    too_many = torch.cuda.device_count() + 1
+    sweep = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    capfd.readouterr()
+    assert main([sweep, "--output", str(tmp_path / "out"), f"resources.train_gpus={too_many}"]) == 2
+    lines = capfd.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.match(
+        rf"^error: resources\.train_gpus = {too_many} can never be satisfied: the local Ray has", lines[0]), lines
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert not (tmp_path / "out").exists()
+    args = [sweep, "--output", str(tmp_path / "out"), f"resources.train_gpus={too_many}", "--address", "127.0.0.1:1"]
+    assert main(args) == 2
+    lines = capfd.readouterr().err.splitlines()
+    assert len(lines) == 1 and "no Ray cluster answers there" in lines[0], lines
+
+
+# --- python -m analysis on folders without metric rows ------------------------------------------------------
+
+
+def _empty_table(folder: Path, table: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mia_ray.results import SCHEMAS
+
+    folder.joinpath(table).mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([], schema=SCHEMAS[table]), folder / table / "t0.parquet")
+
+
+def _zero_rows(tmp):
+    _empty_table(tmp / "r", "metrics")
+    return r"metrics/ holds 1 Parquet file\(s\) but no rows; expected the results of a finished sweep"
+
+
+def _scores_only(tmp):
+    _empty_table(tmp / "r", "scores")
+    return r"no metrics/\*\.parquet .*; it has scores/ but no metrics/: no trial finished"
+
+
+def _no_parquet(tmp):
+    (tmp / "r" / "metrics").mkdir(parents=True)
+    (tmp / "r" / "metrics" / "notes.txt").write_text("x")
+    return r"is not a mia_ray results directory: no metrics/\*\.parquet \(expected metrics/, scores/"
+
+
+def _missing(tmp):
+    return r"^error: results directory not found: "
+
+
+@pytest.mark.parametrize("case", [_zero_rows, _scores_only, _no_parquet, _missing])
+def test_analysis_of_a_folder_without_metric_rows_is_one_line_and_writes_nothing(tmp_path, capsys, case):
+    """Zero metric rows wrote an empty report.html and exited 0."""
+    pattern = case(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert analysis_main([str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and re.search(pattern, err), err
+    assert str(tmp_path / "r") in err
+    assert sorted(tmp_path.rglob("*")) == before
