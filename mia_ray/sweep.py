@@ -172,7 +172,12 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _check_estimate_flags(args) -> None:
-    """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep)."""
+    """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep);
+    --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate)."""
+    if args.dry_run and (args.estimate or args.estimate_from):
+        flag = "--estimate" if args.estimate else "--estimate-from"
+        raise ConfigError(f"{flag} with --dry-run: allowed: one of them (--dry-run prints the plan only; {flag} "
+                          "prints the plan and its device-hours), nothing is trained either way")
     if args.price_per_hour is None:
         return
     if not (args.estimate or args.estimate_from):

@@ -40,9 +40,8 @@ __all__ = [
 def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, str]:
     """The validated sweep config and its resolved YAML text."""
     if not os.path.isfile(path):
-        raise ConfigError(
-            f"sweep file {path!r} does not exist; pass a YAML file such as sweeps/quickstart.yaml"
-        )
+        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(f"sweep file {path!r} {what}; pass a YAML file such as sweeps/quickstart.yaml")
     cfg, merged = _merge(path, overrides)
     import_plugins(cfg.plugins)
     _absolute_paths(cfg)
@@ -58,7 +57,7 @@ def _merge(path: str, overrides: list[str] | None):
             raise ConfigError(f"{path} is empty; give at least data: and families: (see sweeps/quickstart.yaml)")
         if not OmegaConf.is_dict(raw):  # a YAML list: omegaconf's own message names no key
             raise ConfigError(f"{path} holds a list; allowed: a mapping of keys (name:, data:, families:, ...)")
-        extra = OmegaConf.from_dotlist(list(overrides or []))
+        extra = _parse_overrides(list(overrides or []))
         for c in (raw, extra):
             for axis in GRID_AXES:  # a scalar axis is a 1-point grid
                 if axis in c and not OmegaConf.is_list(c[axis]):
@@ -91,6 +90,26 @@ def _merge(path: str, overrides: list[str] | None):
         raise ConfigError(f"{path}: key {key!r}: {msg}") from None
     except Exception as e:  # YAML syntax and the like
         raise ConfigError(f"{path}: cannot read the sweep: {str(e).splitlines()[0]}") from None
+
+
+def _parse_overrides(overrides: list[str]):
+    """The ``key=value`` overrides as one config; a value YAML cannot parse (``attacks={loss:{steps:[0]}}``: YAML
+    needs a space after each ':') or a key that is empty is one line naming that override, not the sweep file."""
+    for o in overrides:
+        key = o.split("=", 1)[0].strip()
+        if not key or "=" not in o or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {o!r}: allowed: key=value, e.g. train.steps=100 or attacks.loss.steps=[0,50]")
+        if "[" in key:  # omegaconf read seeds[0]=5 as a mapping {'0': 5} and failed to merge a list item
+            raise ConfigError(f"override {o!r}: an item of a list cannot be set alone; allowed: the whole list, "
+                              f"e.g. {key.split('[', 1)[0]}=[...]")
+        try:
+            OmegaConf.from_dotlist([o])
+        except Exception as e:  # yaml's ScannerError / ParserError, omegaconf's grammar errors
+            raise ConfigError(
+                f"override {o!r}: cannot parse its value ({' '.join(str(e).split())[:160]}); allowed: a YAML value, "
+                "e.g. attacks='{loss: {steps: [0, 50]}}' (a space after each ':')"
+            ) from None
+    return OmegaConf.from_dotlist(overrides)
 
 
 def _check_sections(c, path: str) -> None:
@@ -178,8 +197,8 @@ def validate(cfg: SweepConfig) -> None:
     cfg.attacks = {a.name: a for a in attack_specs(cfg)}
     check_trained_here(cfg)
     _check_resources(cfg.resources)
-    if cfg.bootstrap < 0:
-        raise ConfigError(f"bootstrap = {cfg.bootstrap}; allowed: an integer >= 0")
+    if not 0 <= cfg.bootstrap <= MAX_BOOTSTRAP:
+        raise ConfigError(f"bootstrap = {cfg.bootstrap}; allowed: an integer in [0, {MAX_BOOTSTRAP}] (0 = no CIs)")
     check_utility(cfg.utility, cfg.family.num_steps)
     check_audit(cfg.audit)
     check_numbers(cfg, skip=("attacks", "epsilons", "dp.epsilon", "resources.node_types"))
@@ -241,6 +260,8 @@ def check_utility(u, num_steps: int) -> None:
     for key in ("samples", "heldout"):
         if getattr(u, key) < 4:
             raise ConfigError(f"utility.{key} = {getattr(u, key)}; allowed: an integer >= 4")
+    if u.samples > MAX_UTILITY_SAMPLES:
+        raise ConfigError(f"utility.samples = {u.samples}; allowed: an integer in [4, {MAX_UTILITY_SAMPLES}]")
     if not 2 <= u.sampler_steps <= num_steps:
         raise ConfigError(f"utility.sampler_steps = {u.sampler_steps}; allowed: an integer in [2, {num_steps}]")
 
@@ -394,6 +415,13 @@ MAX_PARAMETERS = 2_000_000_000
 # layers took 3.3 s).
 MAX_LAYERS_PER_BLOCK = 16
 ATTENTION_HEAD_DIM = 8  # models.build_unet's attention_head_dim
+# Resamples of every (trial, attack, step) CI, computed when a trial writes its rows: 1e12 passed and ran (or ran
+# out of memory holding the replicates) after training and scoring. A 95% percentile CI is settled at ~10^4
+# resamples (Efron & Tibshirani recommend >= 1000); 10^5 is 10x that, 100x full_paper.yaml's 1000.
+MAX_BOOTSTRAP = 100_000
+# DDIM samples of the utility measurement, held in memory at once ([n, C, res, res] float32) and featurised after
+# training: 50 000 is the FID convention (Heusel et al. 2017), 2.5 GB at 64 px RGB; 1e12 passed.
+MAX_UTILITY_SAMPLES = 50_000
 
 
 def _check_family(fam) -> None:

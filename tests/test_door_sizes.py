@@ -189,3 +189,72 @@ def test_analysis_of_a_folder_without_metric_rows_is_one_line_and_writes_nothing
     assert err.count("\n") == 1 and err.startswith("error: ") and re.search(pattern, err), err
     assert str(tmp_path / "r") in err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+# --- the adversarial pass: each of these passed the door, or was refused naming the wrong thing -------------
+
+
+@pytest.mark.parametrize("override, line", [
+    ("bootstrap=1000000000000", r"^bootstrap = 1000000000000; allowed: an integer in \[0, 100000\] \(0 = no CIs\)$"),
+    ("utility.samples=1000000000000", r"^utility\.samples = 1000000000000; allowed: an integer in \[4, 50000\]$"),
+])
+def test_late_costs_without_bound_are_capped(tmp_path, override, line):
+    """Both ran after training and scoring (the write step's CIs, the utility's DDIM samples held at once)."""
+    with pytest.raises(ConfigError, match=line):
+        load(tmp_path, [override])
+
+
+@pytest.mark.parametrize("override, line", [
+    # YAML needs a space after ':' in a flow mapping: the message blamed the sweep file ("cannot read the sweep")
+    ("attacks={pia:{steps:[1000]}}", r"^override 'attacks=\{pia:\{steps:\[1000\]\}\}': cannot parse its value \("),
+    ("train_sizes=[1,2", r"^override 'train_sizes=\[1,2': cannot parse its value \(while parsing a flow sequence"),
+    # no '=': a second YAML path or a typo read as key: null ("key 'sweeps/other' not in SweepConfig")
+    ("sweeps/other.yaml", r"^override 'sweeps/other\.yaml': allowed: key=value, e\.g\. train\.steps=100"),
+    ("=3", r"^override '=3': allowed: key=value"),
+    ("a..b=3", r"^override 'a\.\.b=3': allowed: key=value"),
+    # an index: omegaconf read seeds[0]=5 as {'0': 5}, model.block_out_channels[1]=32 as "cannot read the sweep"
+    ("seeds[0]=5", r"^override 'seeds\[0\]=5': an item of a list cannot be set alone; allowed: the whole list, "
+     r"e\.g\. seeds=\[\.\.\.\]$"),
+    ("model.block_out_channels[1]=32", r"^override 'model\.block_out_channels\[1\]=32': an item of a list"),
+])
+def test_a_bad_override_is_named_not_the_sweep_file(tmp_path, override, line):
+    with pytest.raises(ConfigError, match=line) as e:
+        load(tmp_path, [override])
+    assert "s.yaml" not in str(e.value) and "\n" not in str(e.value)
+    cfg, _ = load(tmp_path, ["attacks={pia: {steps: [10, 20]}}", "seeds=[5]"])  # with spaces, the whole list: read
+    assert cfg.attacks["pia"].params.steps == [10, 20] and cfg.seeds == [5]
+
+
+def test_a_folder_given_as_the_sweep_file_is_named_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match=rf"^sweep file '{re.escape(str(tmp_path))}' is a folder, not a file; "):
+        sweep_config.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("flags", [["--estimate"], ["--estimate-from", "timings.json"]])
+def test_estimate_with_dry_run_is_refused_not_silently_dropped(tmp_path, capsys, flags):
+    """--dry-run won: the plan was printed without the estimate that was asked for, exit 0."""
+    from mia_ray.sweep import main
+
+    sweep = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    assert main([sweep, "--dry-run", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flags[0]} with --dry-run: allowed: one of them") and err.count("\n") == 1, err
+
+
+def test_analysis_refuses_empty_paths_and_an_out_inside_a_results_table(tmp_path, capsys):
+    """'' read the current folder; --out '' wrote to the default folder; --out inside metrics/ put CSV / PNG /
+    HTML files among the Parquet files that readers of the table as a dataset take for Parquet."""
+    from test_analysis_fixture import build_results
+
+    root = build_results(str(tmp_path / "fixture"))
+    before = sorted(Path(root).rglob("*"))
+    for argv, line in [
+        ([""], "error: results_dir ''; allowed: a sweep's results directory <output>/<sweep name>/"),
+        ([root, "--out", ""], "error: --out ''; allowed: a folder path (default: RESULTS_DIR/report)"),
+        ([root, "--out", f"{root}/metrics"], f"error: --out {root}/metrics is inside the results table {root}/metrics"),
+        ([root, "--out", f"{root}/scores/x"], f"error: --out {root}/scores/x is inside the results table {root}/"),
+    ]:
+        assert analysis_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(line) and err.count("\n") == 1, err
+    assert sorted(Path(root).rglob("*")) == before
