@@ -197,9 +197,14 @@ def test_analysis_of_a_folder_without_metric_rows_is_one_line_and_writes_nothing
 @pytest.mark.parametrize("override, line", [
     ("bootstrap=1000000000000", r"^bootstrap = 1000000000000; allowed: an integer in \[0, 100000\] \(0 = no CIs\)$"),
     ("utility.samples=1000000000000", r"^utility\.samples = 1000000000000; allowed: an integer in \[4, 50000\]$"),
+    ("attacks.loss.draws=1000000000", r"^attacks\.loss\.draws = 1000000000; allowed: an integer in \[1, 1000\]$"),
+    ("attacks={lira: {draws: 1001}}", r"^attacks\.lira\.draws = 1001; allowed: an integer in \[1, 1000\]$"),
+    ("attacks={likelihood: {probes: 1000000000}}",
+     r"^attacks\.likelihood\.probes = 1000000000; allowed: an integer in \[1, 64\]$"),
 ])
 def test_late_costs_without_bound_are_capped(tmp_path, override, line):
-    """Both ran after training and scoring (the write step's CIs, the utility's DDIM samples held at once)."""
+    """Each ran out of memory (or for days) after training: the write step's CIs, the utility's DDIM samples held
+    at once, the loss attack's flat samples x steps x draws work lists, the likelihood's probes of a batch."""
     with pytest.raises(ConfigError, match=line):
         load(tmp_path, [override])
 
