@@ -182,8 +182,11 @@ def _absolute_paths(cfg: SweepConfig) -> None:
 
 def validate(cfg: SweepConfig) -> None:
     """Value checks that types cannot express; types ``cfg.attacks`` (name -> AttackSpec) in place."""
-    if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):  # "..": results beside the output folder
-        raise ConfigError(f"name = {cfg.name!r}; allowed: a non-empty name without '/', other than '.' and '..'")
+    if (not cfg.name.strip() or "/" in cfg.name or cfg.name in (".", "..")  # "..": results beside the output folder
+            or any(ord(c) < 32 or ord(c) == 127 for c in cfg.name)  # a NUL failed at the first write, after Ray
+            or len(os.fsencode(cfg.name)) > 255):  # a folder name: NAME_MAX bytes
+        raise ConfigError(f"name = {cfg.name!r}; allowed: a non-empty folder name (at most 255 bytes) without '/' or "
+                          "control characters, other than '.' and '..'")
     if not cfg.output:  # "" made the results root /<name>
         raise ConfigError("output = ''; allowed: a folder path or a URI such as s3://bucket/prefix")
     given = _check_given(cfg)

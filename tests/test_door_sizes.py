@@ -263,3 +263,34 @@ def test_analysis_refuses_empty_paths_and_an_out_inside_a_results_table(tmp_path
         err = capsys.readouterr().err
         assert err.startswith(line) and err.count("\n") == 1, err
     assert sorted(Path(root).rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\nb", "a\tb", " ", "x" * 256, "é" * 128])
+def test_a_name_that_cannot_be_a_folder_is_refused(tmp_path, name):
+    """A NUL failed at the first write (after Ray had started), 256 bytes with ENAMETOOLONG; a newline or a tab
+    split the one-line messages that name the results folder; a blank name made a folder ' '."""
+    with pytest.raises(ConfigError, match=r"^name = .*; allowed: a non-empty folder name \(at most 255 bytes\)"):
+        load(tmp_path, name=name)
+    load(tmp_path, name="é" * 127)  # 254 bytes: a folder name
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ("a\x00b", r"holds a NUL character; allowed: a folder path$"),
+    ("x" * 256 + "/r", r"^x{24}\.\.\. is 256 bytes long; allowed: folder names of at most 255 bytes$"),
+])
+def test_output_store_and_out_paths_that_cannot_be_folders_are_refused(tmp_path, capsys, bad, problem):
+    """Both passed folder_problem (os.path.exists is False for them) and failed at the first write."""
+    from mia_ray.results import folder_problem
+    from mia_ray.sweep import main
+
+    path = str(tmp_path / bad)
+    assert re.search(problem, folder_problem(path)), folder_problem(path)
+    for key in ("output", "store"):  # in the YAML (an override with a NUL is refused by YAML itself, named)
+        sweep = sweep_files.write_sweep(tmp_path / "s.yaml", path if key == "store" else str(tmp_path / "store"),
+                                        **({"output": path} if key == "output" else {}))
+        assert main([sweep, "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {key}: ") and err.count("\n") == 1, err
+    assert analysis_main([str(tmp_path), "--out", path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {path}: ") and err.count("\n") == 1, err
