@@ -205,6 +205,8 @@ def validate(cfg: SweepConfig) -> None:
     check_utility(cfg.utility, cfg.family.num_steps)
     check_audit(cfg.audit)
     check_numbers(cfg, skip=("attacks", "epsilons", "dp.epsilon", "resources.node_types"))
+    for name in cfg.families:  # each family's own rules (e.g. ddpm: beta_max < num_steps), on finite numbers
+        FAMILIES.get(name).check(dataclasses.replace(cfg.family, name=name))
     _check_budgets(cfg, given)
 
 

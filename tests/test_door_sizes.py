@@ -294,3 +294,17 @@ def test_output_store_and_out_paths_that_cannot_be_folders_are_refused(tmp_path,
     assert analysis_main([str(tmp_path), "--out", path]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {path}: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("overrides, last_beta", [
+    (["family.num_steps=10"], "2"),  # the default beta_max 20 over 10 steps: a NaN ladder, trained on
+    (["family.num_steps=20"], "1"),  # alpha_bar ends at 0: -log(alpha_bar) = inf in the likelihood's drift
+    (["families=[vpsde,ddpm]", "family.beta_max=1000"], "1"),
+])
+def test_a_ddpm_ladder_with_a_beta_of_1_or_more_is_refused(tmp_path, overrides, last_beta):
+    steps = ["attacks.loss.steps=[0,5]", "utility.sampler_steps=5"]
+    with pytest.raises(ConfigError, match=rf"^family\.beta_max = \d+ with family\.num_steps = \d+: ddpm's last beta "
+                       rf"beta_max / num_steps = {last_beta}; allowed: beta_max < num_steps$"):
+        load(tmp_path, overrides + steps)
+    load(tmp_path, ["families=[vpsde]", *overrides[-1:], *steps])  # a continuous VP schedule takes any beta_max
+    load(tmp_path, ["family.num_steps=21", *steps])  # 20 / 21 < 1

@@ -32,6 +32,11 @@ class Family:
         self.T = cfg.num_steps
         self.eps = cfg.eps
 
+    @classmethod
+    def check(cls, cfg: FamilyConfig) -> None:
+        """The sweep's door: refuse (``ConfigError``) a ``family:`` this family cannot build a schedule from,
+        beyond the checks every family shares (``sweep_config._check_family``)."""
+
     # --- continuous-time view (used by training of continuous families and by the PF-ODE) ---------
     def mean_std(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Marginal p_t(x_t | x_0) = N(mean * x_0, std^2 I) at continuous time t."""
