@@ -88,8 +88,9 @@ def _merge(path: str, overrides: list[str] | None):
         if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
             msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
         raise ConfigError(f"{path}: key {key!r}: {msg}") from None
-    except Exception as e:  # YAML syntax and the like
-        raise ConfigError(f"{path}: cannot read the sweep: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # YAML syntax and the like: yaml's first line ("while constructing a mapping") named
+        # neither the key nor the line ("found duplicate key train ... line 8"): all of it, on one line
+        raise ConfigError(f"{path}: cannot read the sweep: {' '.join(str(e).split())[:300]}") from None
 
 
 def _parse_overrides(overrides: list[str]):
@@ -360,8 +361,8 @@ def _check_grid(cfg: SweepConfig, given: bool = False) -> None:
     for f in cfg.families:
         FAMILIES.get(f, key="families")
     for e in cfg.epsilons:
-        if not (e > 0):
-            raise ConfigError(f"epsilons has {e}; allowed: numbers > 0, or inf for no DP")
+        if not (e > 0) or MAX_EPSILON < e < math.inf:
+            raise ConfigError(f"epsilons has {e}; allowed: numbers in (0, {MAX_EPSILON:g}], or inf for no DP")
     for seed in cfg.seeds:
         if seed < 0:  # numpy's generators (the split, the DP sampler) take no negative seed
             raise ConfigError(f"seeds has {seed}; allowed: integers >= 0")
@@ -408,6 +409,9 @@ def _check_dp(dp) -> None:
     validate_dp(dp)  # dp.accountant, dp.grad_sample_mode, dp.secure_mode
 
 
+# A finite ε: e^ε bounds the likelihood ratio, so ε = 1e6 already protects nothing; at ε >= 1e14 Opacus' noise
+# search (0.01 tolerance, below the float spacing there) never ended and the door hung (measured: 1e12 0.003 s).
+MAX_EPSILON = 1e6
 # T: the schedules, the per-step tables and all_steps's score rows are O(T) arrays and loops (2**40 passed and
 # exhausted memory building them). 100x the paper's T = 1000 leaves room for finer discretisations.
 MAX_NUM_STEPS = 100_000

@@ -308,3 +308,27 @@ def test_a_ddpm_ladder_with_a_beta_of_1_or_more_is_refused(tmp_path, overrides, 
         load(tmp_path, overrides + steps)
     load(tmp_path, ["families=[vpsde]", *overrides[-1:], *steps])  # a continuous VP schedule takes any beta_max
     load(tmp_path, ["family.num_steps=21", *steps])  # 20 / 21 < 1
+
+
+@pytest.mark.parametrize("eps, shown", [("1.0e+300", "1e+300"), ("1.0e+14", "100000000000000.0"),
+                                        ("1000001.0", "1000001.0")])
+def test_a_finite_epsilon_beyond_the_cap_is_refused_not_hung_on(tmp_path, eps, shown):
+    """At ε >= 1e14 the door's budget check (Opacus' noise search) never returned."""
+    line = rf"^epsilons has {re.escape(shown)}; allowed: numbers in \(0, 1e\+06\], or inf for no DP$"
+    with pytest.raises(ConfigError, match=line):
+        load(tmp_path, [f"epsilons=[{eps}]"])
+    cfg, _ = load(tmp_path, ["epsilons=[1.0e+6,.inf]"])
+    assert cfg.epsilons == [1e6, float("inf")]
+
+
+@pytest.mark.parametrize("tail, said", [
+    ("train: {steps: 5}\ntrain: {steps: 6}\n", r"found duplicate key train in \"\S+s\.yaml\", line \d+"),
+    ("\ttrain: {steps: 5}\n", r"found a tab character .* line \d+"),
+])
+def test_a_yaml_syntax_error_names_the_key_and_line(tmp_path, tail, said):
+    """Only yaml's first line was shown ("while constructing a mapping"): which key, which line?"""
+    path = Path(sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store")))
+    path.write_text(path.read_text() + tail)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: cannot read the sweep: .*{said}") as e:
+        sweep_config.load(str(path))
+    assert "\n" not in str(e.value)
