@@ -332,3 +332,20 @@ def test_a_yaml_syntax_error_names_the_key_and_line(tmp_path, tail, said):
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: cannot read the sweep: .*{said}") as e:
         sweep_config.load(str(path))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides, said", [
+    (["families=[vesde]", "family.sigma_max=1e200"], r"the vesde noise std at step \d+ is inf in float32"),
+    (["families=[smld]", "family.sigma_max=1e150"], r"the smld noise std at step \d+ is inf in float32"),
+    (["families=[vesde]", "family.sigma_min=1e-300"], r"the vesde noise std at step 0 is 0 in float32"),
+    (["families=[vpsde]", "family.beta_min=1e-300", "family.beta_max=1e-299"],
+     r"the vpsde noise std at step 0 is 0 in float32"),
+    (["family.beta_min=1e-5"], r"the ddpm noise std at step 0 is 0 in float32"),  # beta_1 = 1e-8: 1 - beta_1 == 1
+])
+def test_a_schedule_with_a_zero_or_infinite_noise_level_is_refused(tmp_path, overrides, said):
+    """sigma_max 1e200 raised OverflowError in training, 1e150 gave an infinite diffusion, a std of 0 an infinite
+    score (the score divides by it): each family builds its schedule at the door (Family.check)."""
+    with pytest.raises(ConfigError, match=rf"^family\.\w+ = .* with family\.num_steps = 1000: {said}; allowed: values "
+                       r"whose noise levels are positive and finite in float32 \(the defaults: "):
+        load(tmp_path, overrides)
+    load(tmp_path, ["families=[ddpm,vpsde,smld,vesde]"])  # the defaults of every family pass

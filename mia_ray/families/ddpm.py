@@ -31,6 +31,7 @@ class DDPM(VPFamily):
                 f"family.beta_max = {cfg.beta_max:g} with family.num_steps = {cfg.num_steps}: ddpm's last beta "
                 f"beta_max / num_steps = {cfg.beta_max / cfg.num_steps:g}; allowed: beta_max < num_steps"
             )
+        super().check(cfg)
 
     def __init__(self, cfg):
         super().__init__(cfg)
