@@ -173,7 +173,11 @@ def _setup_logging(verbose: bool) -> None:
 
 def _check_estimate_flags(args) -> None:
     """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep);
-    --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate)."""
+    --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --plugins only
+    with --list (a run ignored it)."""
+    if args.plugins and not args.list:  # was ignored: the sweep ran without the plugin its attacks may need
+        raise ConfigError(f"--plugins {args.plugins} works with --list only; a sweep imports its plugins: key "
+                          f"(in the YAML, or plugins=[{args.plugins}] as an override)")
     if args.dry_run and (args.estimate or args.estimate_from):
         flag = "--estimate" if args.estimate else "--estimate-from"
         raise ConfigError(f"{flag} with --dry-run: allowed: one of them (--dry-run prints the plan only; {flag} "

@@ -349,3 +349,13 @@ def test_a_schedule_with_a_zero_or_infinite_noise_level_is_refused(tmp_path, ove
                        r"whose noise levels are positive and finite in float32 \(the defaults: "):
         load(tmp_path, overrides)
     load(tmp_path, ["families=[ddpm,vpsde,smld,vesde]"])  # the defaults of every family pass
+
+
+def test_plugins_flag_without_list_is_refused_not_ignored(tmp_path, capsys):
+    from mia_ray.sweep import main
+
+    sweep = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    assert main([sweep, "--dry-run", "--plugins", "mia_ray_test_plugins"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --plugins mia_ray_test_plugins works with --list only; a sweep imports its plugins: key "
+                   "(in the YAML, or plugins=[mia_ray_test_plugins] as an override)\n"), err
