@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -214,7 +215,8 @@ def _run(args) -> int:
 
     if args.output == "":  # was dropped: the results went to the YAML's output
         raise ConfigError("--output ''; allowed: a folder path or a URI such as s3://bucket/prefix")
-    overrides = list(args.overrides) + ([f"output={args.output}"] if args.output is not None else [])
+    # a path, quoted: bare, YAML read --output null / '~' as null and 'a: b' as a mapping (JSON strings are YAML)
+    overrides = list(args.overrides) + ([f"output={json.dumps(args.output)}"] if args.output is not None else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
     node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)

@@ -359,3 +359,13 @@ def test_plugins_flag_without_list_is_refused_not_ignored(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == ("error: --plugins mia_ray_test_plugins works with --list only; a sweep imports its plugins: key "
                    "(in the YAML, or plugins=[mia_ray_test_plugins] as an override)\n"), err
+
+
+@pytest.mark.parametrize("name", ["a: b", "null", "[x]", "#x", "*x"])
+def test_output_flag_is_a_path_not_yaml(tmp_path, capsys, name):
+    """--output went through YAML: 'null' was refused as None, 'a: b' as a mapping, '#x' as a comment."""
+    from mia_ray.sweep import main
+
+    sweep = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    assert main([sweep, "--dry-run", "--output", str(tmp_path / name)]) == 0
+    assert f"results: {tmp_path / name}/t " in capsys.readouterr().out
