@@ -222,6 +222,10 @@ def load(results_dir: str) -> Results:
             if i.type == pafs.FileType.Directory and _parquet_files(fs, i.path, "metrics")
         ]
         hint = f"; it holds the sweeps {', '.join(sorted(sweeps))}: pass {root}/<sweep>" if sweeps else ""
+        others = [t for t in SCHEMAS if t != "metrics" and _parquet_files(fs, base, t)]
+        if others and not hint:  # a trial writes metrics/ with its other tables: none finished here
+            hint = (f"; it has {', '.join(o + '/' for o in others)} but no metrics/: no trial finished (rerun the "
+                    "sweep to finish them)")
         raise AnalysisError(
             f"{root} is not a mia_ray results directory: no metrics/*.parquet "
             f"(expected metrics/, scores/, targets/, splits/ written by python -m mia_ray.sweep){hint}"
@@ -241,6 +245,11 @@ def load(results_dir: str) -> Results:
             version = _check_versions(root, table, versions)
         _check_columns(root, table, names, version)
     results.metrics = _read(results, "metrics")
+    if results.metrics.empty:  # an empty report, and exit 0, said nothing was wrong
+        raise AnalysisError(
+            f"{root}: metrics/ holds {len(_parquet_files(fs, base, 'metrics'))} Parquet file(s) but no rows; "
+            "expected the results of a finished sweep (one metrics/ row per trial, attack and step)"
+        )
     results.targets = _read(results, "targets")
     results.calibrated = _read(results, "calibrated")
     results.audit = _read(results, "audit")

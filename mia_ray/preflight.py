@@ -207,7 +207,7 @@ def check_resources(r, cluster: ClusterView) -> None:
 def check_local_cpus(r) -> None:
     """A sweep without --address starts a local Ray of ``resources.num_cpus`` CPUs (else this machine's: Ray may
     count fewer, never more): a task asking for more can never run. Refused before Ray starts, where
-    ``check_resources`` refused it only once Ray was up (GPUs are known to Ray alone: checked there)."""
+    ``check_resources`` refused it only once Ray was up (GPUs: :func:`check_local_gpus`)."""
     have = r.num_cpus or os.cpu_count() or 1
     for key in ("scorer_cpus", "train_cpus"):
         if getattr(r, key) > have:
@@ -215,6 +215,26 @@ def check_local_cpus(r) -> None:
             raise ConfigError(
                 f"resources.{key} = {getattr(r, key):g} can never be satisfied: the local Ray has {have} CPU(s) "
                 f"({where}); allowed: at most {have}, or --address of a cluster with larger nodes"
+            )
+
+
+def check_local_gpus(r, count: int | None = None) -> None:
+    """A local Ray counts this machine's GPUs (the CUDA devices visible here, as torch counts them: ``count``
+    None asks torch): a task asking for more can never run. Refused before Ray starts, where ``check_resources``
+    refused it only once Ray was up. ``null`` (auto) resolves to what there is and is never refused."""
+    asked = [(k, getattr(r, k)) for k in ("scorer_gpus", "train_gpus") if getattr(r, k)]
+    if not asked:
+        return
+    if count is None:
+        import torch  # only when GPUs are asked for: the sweep has imported it already
+
+        count = torch.cuda.device_count()
+    for key, v in asked:
+        if v > count:
+            raise ConfigError(
+                f"resources.{key} = {v:g} can never be satisfied: the local Ray has {count} GPU(s) (the CUDA devices "
+                f"torch sees on this machine); allowed: at most {count} (or null: 1 when there is a GPU, else 0), "
+                "or --address of a cluster with GPU nodes"
             )
 
 

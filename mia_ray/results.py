@@ -586,10 +586,19 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, blob: bytes) -> None:
             f.write(blob)
 
 
+NAME_MAX = 255  # bytes of one file or folder name on Linux, macOS and Windows filesystems
+
+
 def folder_problem(path: str) -> str | None:
     """Why a local ``path`` cannot become a folder written here (the nearest existing path on it is a file or
     is not writable), or None. Used by the sweep's door (output, store) and by ``python -m analysis --out``."""
+    if "\0" in path:  # os.path.exists said False, and the first write raised ValueError (after Ray had started)
+        return f"{path!r} holds a NUL character; allowed: a folder path"
     p = os.path.abspath(path)
+    long = next((c for c in p.split(os.sep) if len(os.fsencode(c)) > NAME_MAX), None)
+    if long is not None:  # ENAMETOOLONG: os.path.exists said False, and the first mkdir failed
+        size = len(os.fsencode(long))
+        return f"{long[:24]}... is {size} bytes long; allowed: folder names of at most {NAME_MAX} bytes"
     while not os.path.exists(p):
         p = os.path.dirname(p)
     if not os.path.isdir(p):

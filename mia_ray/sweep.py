@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -172,7 +173,16 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _check_estimate_flags(args) -> None:
-    """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep)."""
+    """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep);
+    --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --plugins only
+    with --list (a run ignored it)."""
+    if args.plugins and not args.list:  # was ignored: the sweep ran without the plugin its attacks may need
+        raise ConfigError(f"--plugins {args.plugins} works with --list only; a sweep imports its plugins: key "
+                          f"(in the YAML, or plugins=[{args.plugins}] as an override)")
+    if args.dry_run and (args.estimate or args.estimate_from):
+        flag = "--estimate" if args.estimate else "--estimate-from"
+        raise ConfigError(f"{flag} with --dry-run: allowed: one of them (--dry-run prints the plan only; {flag} "
+                          "prints the plan and its device-hours), nothing is trained either way")
     if args.price_per_hour is None:
         return
     if not (args.estimate or args.estimate_from):
@@ -199,13 +209,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from . import sweep_config
+    from . import preflight, sweep_config
     from .data import SOURCES
     from .preflight import check_data, check_local_cpus, check_remote, check_writable, node_types_from_setting
 
     if args.output == "":  # was dropped: the results went to the YAML's output
         raise ConfigError("--output ''; allowed: a folder path or a URI such as s3://bucket/prefix")
-    overrides = list(args.overrides) + ([f"output={args.output}"] if args.output is not None else [])
+    # a path, quoted: bare, YAML read --output null / '~' as null and 'a: b' as a mapping (JSON strings are YAML)
+    overrides = list(args.overrides) + ([f"output={json.dumps(args.output)}"] if args.output is not None else [])
     cfg, yaml_text = sweep_config.load(args.sweep, overrides)
     node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)
@@ -226,6 +237,7 @@ def _run(args) -> int:
     ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)
     if address is None and not (ray and ray.is_initialized()):  # may be larger than this machine
         check_local_cpus(cfg.resources)
+        preflight.check_local_gpus(cfg.resources)
     check_remote(cfg)
     check_data(cfg)
     root = sweep_config.results_root(cfg)

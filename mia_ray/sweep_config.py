@@ -40,9 +40,8 @@ __all__ = [
 def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, str]:
     """The validated sweep config and its resolved YAML text."""
     if not os.path.isfile(path):
-        raise ConfigError(
-            f"sweep file {path!r} does not exist; pass a YAML file such as sweeps/quickstart.yaml"
-        )
+        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(f"sweep file {path!r} {what}; pass a YAML file such as sweeps/quickstart.yaml")
     cfg, merged = _merge(path, overrides)
     import_plugins(cfg.plugins)
     _absolute_paths(cfg)
@@ -58,7 +57,7 @@ def _merge(path: str, overrides: list[str] | None):
             raise ConfigError(f"{path} is empty; give at least data: and families: (see sweeps/quickstart.yaml)")
         if not OmegaConf.is_dict(raw):  # a YAML list: omegaconf's own message names no key
             raise ConfigError(f"{path} holds a list; allowed: a mapping of keys (name:, data:, families:, ...)")
-        extra = OmegaConf.from_dotlist(list(overrides or []))
+        extra = _parse_overrides(list(overrides or []))
         for c in (raw, extra):
             for axis in GRID_AXES:  # a scalar axis is a 1-point grid
                 if axis in c and not OmegaConf.is_list(c[axis]):
@@ -89,8 +88,29 @@ def _merge(path: str, overrides: list[str] | None):
         if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
             msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
         raise ConfigError(f"{path}: key {key!r}: {msg}") from None
-    except Exception as e:  # YAML syntax and the like
-        raise ConfigError(f"{path}: cannot read the sweep: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # YAML syntax and the like: yaml's first line ("while constructing a mapping") named
+        # neither the key nor the line ("found duplicate key train ... line 8"): all of it, on one line
+        raise ConfigError(f"{path}: cannot read the sweep: {' '.join(str(e).split())[:300]}") from None
+
+
+def _parse_overrides(overrides: list[str]):
+    """The ``key=value`` overrides as one config; a value YAML cannot parse (``attacks={loss:{steps:[0]}}``: YAML
+    needs a space after each ':') or a key that is empty is one line naming that override, not the sweep file."""
+    for o in overrides:
+        key = o.split("=", 1)[0].strip()
+        if not key or "=" not in o or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {o!r}: allowed: key=value, e.g. train.steps=100 or attacks.loss.steps=[0,50]")
+        if "[" in key:  # omegaconf read seeds[0]=5 as a mapping {'0': 5} and failed to merge a list item
+            raise ConfigError(f"override {o!r}: an item of a list cannot be set alone; allowed: the whole list, "
+                              f"e.g. {key.split('[', 1)[0]}=[...]")
+        try:
+            OmegaConf.from_dotlist([o])
+        except Exception as e:  # yaml's ScannerError / ParserError, omegaconf's grammar errors
+            raise ConfigError(
+                f"override {o!r}: cannot parse its value ({' '.join(str(e).split())[:160]}); allowed: a YAML value, "
+                "e.g. attacks='{loss: {steps: [0, 50]}}' (a space after each ':')"
+            ) from None
+    return OmegaConf.from_dotlist(overrides)
 
 
 def _check_sections(c, path: str) -> None:
@@ -163,8 +183,11 @@ def _absolute_paths(cfg: SweepConfig) -> None:
 
 def validate(cfg: SweepConfig) -> None:
     """Value checks that types cannot express; types ``cfg.attacks`` (name -> AttackSpec) in place."""
-    if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):  # "..": results beside the output folder
-        raise ConfigError(f"name = {cfg.name!r}; allowed: a non-empty name without '/', other than '.' and '..'")
+    if (not cfg.name.strip() or "/" in cfg.name or cfg.name in (".", "..")  # "..": results beside the output folder
+            or any(ord(c) < 32 or ord(c) == 127 for c in cfg.name)  # a NUL failed at the first write, after Ray
+            or len(os.fsencode(cfg.name)) > 255):  # a folder name: NAME_MAX bytes
+        raise ConfigError(f"name = {cfg.name!r}; allowed: a non-empty folder name (at most 255 bytes) without '/' or "
+                          "control characters, other than '.' and '..'")
     if not cfg.output:  # "" made the results root /<name>
         raise ConfigError("output = ''; allowed: a folder path or a URI such as s3://bucket/prefix")
     given = _check_given(cfg)
@@ -174,15 +197,17 @@ def validate(cfg: SweepConfig) -> None:
     _pipeline_family(cfg)
     _check_family(cfg.family)
     _check_train(cfg.train)
-    _check_model(cfg.model, cfg.data.resolution)
+    _check_model(cfg.model, cfg.data.resolution, cfg.data.channels)
     cfg.attacks = {a.name: a for a in attack_specs(cfg)}
     check_trained_here(cfg)
     _check_resources(cfg.resources)
-    if cfg.bootstrap < 0:
-        raise ConfigError(f"bootstrap = {cfg.bootstrap}; allowed: an integer >= 0")
+    if not 0 <= cfg.bootstrap <= MAX_BOOTSTRAP:
+        raise ConfigError(f"bootstrap = {cfg.bootstrap}; allowed: an integer in [0, {MAX_BOOTSTRAP}] (0 = no CIs)")
     check_utility(cfg.utility, cfg.family.num_steps)
     check_audit(cfg.audit)
     check_numbers(cfg, skip=("attacks", "epsilons", "dp.epsilon", "resources.node_types"))
+    for name in cfg.families:  # each family's own rules (e.g. ddpm: beta_max < num_steps), on finite numbers
+        FAMILIES.get(name).check(dataclasses.replace(cfg.family, name=name))
     _check_budgets(cfg, given)
 
 
@@ -241,6 +266,8 @@ def check_utility(u, num_steps: int) -> None:
     for key in ("samples", "heldout"):
         if getattr(u, key) < 4:
             raise ConfigError(f"utility.{key} = {getattr(u, key)}; allowed: an integer >= 4")
+    if u.samples > MAX_UTILITY_SAMPLES:
+        raise ConfigError(f"utility.samples = {u.samples}; allowed: an integer in [4, {MAX_UTILITY_SAMPLES}]")
     if not 2 <= u.sampler_steps <= num_steps:
         raise ConfigError(f"utility.sampler_steps = {u.sampler_steps}; allowed: an integer in [2, {num_steps}]")
 
@@ -334,8 +361,8 @@ def _check_grid(cfg: SweepConfig, given: bool = False) -> None:
     for f in cfg.families:
         FAMILIES.get(f, key="families")
     for e in cfg.epsilons:
-        if not (e > 0):
-            raise ConfigError(f"epsilons has {e}; allowed: numbers > 0, or inf for no DP")
+        if not (e > 0) or MAX_EPSILON < e < math.inf:
+            raise ConfigError(f"epsilons has {e}; allowed: numbers in (0, {MAX_EPSILON:g}], or inf for no DP")
     for seed in cfg.seeds:
         if seed < 0:  # numpy's generators (the split, the DP sampler) take no negative seed
             raise ConfigError(f"seeds has {seed}; allowed: integers >= 0")
@@ -382,9 +409,33 @@ def _check_dp(dp) -> None:
     validate_dp(dp)  # dp.accountant, dp.grad_sample_mode, dp.secure_mode
 
 
+# A finite ε: e^ε bounds the likelihood ratio, so ε = 1e6 already protects nothing; at ε >= 1e14 Opacus' noise
+# search (0.01 tolerance, below the float spacing there) never ended and the door hung (measured: 1e12 0.003 s).
+MAX_EPSILON = 1e6
+# T: the schedules, the per-step tables and all_steps's score rows are O(T) arrays and loops (2**40 passed and
+# exhausted memory building them). 100x the paper's T = 1000 leaves room for finer discretisations.
+MAX_NUM_STEPS = 100_000
+# Training keeps weights, gradients, two Adam moments and (with EMA) a copy in fp32: ~20 bytes per parameter,
+# so 2e9 parameters are ~40 GB before activations, half an 80 GB GPU. Pixel-space diffusion UNets are far below
+# (full_paper.yaml: 35.7M; the paper's DDPM: 35.7M; ADM ImageNet-512: ~560M); [65536, 65536] asked for 1.1e12.
+MAX_PARAMETERS = 2_000_000_000
+# Published pixel-space UNets use 2 (DDPM, ADM) to 4 (NCSN++) ResNet blocks per level; 16 keeps counting the
+# parameters fast (building the deepest allowed UNet, 11 levels x 16, on the meta device: 0.4 s measured; 1000
+# layers took 3.3 s).
+MAX_LAYERS_PER_BLOCK = 16
+ATTENTION_HEAD_DIM = 8  # models.build_unet's attention_head_dim
+# Resamples of every (trial, attack, step) CI, computed when a trial writes its rows: 1e12 passed and ran (or ran
+# out of memory holding the replicates) after training and scoring. A 95% percentile CI is settled at ~10^4
+# resamples (Efron & Tibshirani recommend >= 1000); 10^5 is 10x that, 100x full_paper.yaml's 1000.
+MAX_BOOTSTRAP = 100_000
+# DDIM samples of the utility measurement, held in memory at once ([n, C, res, res] float32) and featurised after
+# training: 50 000 is the FID convention (Heusel et al. 2017), 2.5 GB at 64 px RGB; 1e12 passed.
+MAX_UTILITY_SAMPLES = 50_000
+
+
 def _check_family(fam) -> None:
-    if fam.num_steps < 2:
-        raise ConfigError(f"family.num_steps = {fam.num_steps}; allowed: an integer >= 2")
+    if not 2 <= fam.num_steps <= MAX_NUM_STEPS:
+        raise ConfigError(f"family.num_steps = {fam.num_steps}; allowed: an integer in [2, {MAX_NUM_STEPS}]")
     if not 0 < fam.beta_min < fam.beta_max:
         raise ConfigError("family.beta_min / beta_max: allowed 0 < beta_min < beta_max")
     if not 0 < fam.sigma_min < fam.sigma_max:
@@ -407,10 +458,14 @@ def _check_train(tr) -> None:
         raise ConfigError(f"train.ema_decay = {tr.ema_decay}; allowed: 0 <= ema_decay < 1")
 
 
-def _check_model(m, resolution: int) -> None:
+def _check_model(m, resolution: int, channels: int = 3) -> None:
     for key in ("norm_num_groups", "layers_per_block"):  # 0 divided by zero here; diffusers built nothing usable
         if getattr(m, key) < 1:
             raise ConfigError(f"model.{key} = {getattr(m, key)}; allowed: an integer >= 1")
+    if m.layers_per_block > MAX_LAYERS_PER_BLOCK:
+        raise ConfigError(
+            f"model.layers_per_block = {m.layers_per_block}; allowed: an integer in [1, {MAX_LAYERS_PER_BLOCK}]"
+        )
     if not m.block_out_channels or any(c < 1 or c % m.norm_num_groups for c in m.block_out_channels):
         raise ConfigError(
             f"model.block_out_channels = {m.block_out_channels}; allowed: a non-empty list of positive multiples of "
@@ -420,6 +475,27 @@ def _check_model(m, resolution: int) -> None:
         raise ConfigError(
             f"data.resolution = {resolution} is not divisible by 2^(levels-1) = "
             f"{2 ** (len(m.block_out_channels) - 1)} for model.block_out_channels = {m.block_out_channels}"
+        )
+    if m.attention and m.block_out_channels[-1] < ATTENTION_HEAD_DIM:  # 0 heads: ZeroDivisionError in training
+        raise ConfigError(
+            f"model.block_out_channels = {m.block_out_channels} with model.attention = true: the last level has "
+            f"{m.block_out_channels[-1]} channels; allowed: at least {ATTENTION_HEAD_DIM} (one attention head), "
+            "or model.attention = false"
+        )
+    if m.pretrained:  # the checkpoint's config.json sizes a given model (checked by the door)
+        return
+    from .models import count_parameters
+
+    # every level has a 3x3 convolution of c -> c channels (9 c^2 weights): a channel count that alone exceeds
+    # the cap is refused without building (2**62 channels overflowed torch's size arithmetic)
+    widest = max(m.block_out_channels)
+    bound = 9 * widest * widest
+    n = bound if bound > MAX_PARAMETERS else count_parameters(m, channels)
+    if n > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model.block_out_channels = {m.block_out_channels} with model.layers_per_block = {m.layers_per_block} "
+            f"make a UNet of {'over ' if n == bound else ''}{n:.3g} parameters; allowed: at most "
+            f"{MAX_PARAMETERS:.0e} (lower the channels or layers per block)"
         )
 
 

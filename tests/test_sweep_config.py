@@ -130,7 +130,8 @@ def test_boolean_keys_take_true_or_false_only(tmp_path, over, line):
     ({"model": {"block_out_channels": [-8, 16]}}, r"^model\.block_out_channels = \[-8, 16\]; allowed:"),
     ({"resources": {"num_cpus": 0}}, r"^resources\.num_cpus = 0; allowed: an integer >= 1, or null"),
     ({"resources": {"num_cpus": -2}}, r"^resources\.num_cpus = -2; allowed: an integer >= 1, or null"),
-    ({"name": ".."}, r"^name = '\.\.'; allowed: a non-empty name without '/', other than '\.' and '\.\.'$"),
+    ({"name": ".."}, r"^name = '\.\.'; allowed: a non-empty folder name \(at most 255 bytes\) without '/' or control "
+     r"characters, other than '\.' and '\.\.'$"),
     ({"name": "."}, r"^name = '\.'; allowed: "),
     ({"output": ""}, r"^output = ''; allowed: a folder path or a URI"),
     ({"train_sizes": {"a": 1}}, r"train_sizes has \{'a': 1\}; allowed: a list of values \(or one value\)$"),

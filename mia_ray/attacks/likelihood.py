@@ -54,6 +54,12 @@ class LikelihoodParams:
     solver: str = "dopri5"
 
 
+# The probes of a batch are drawn at once ([batch, probes, C, H, W]) and each adds a backward pass per solver step:
+# 1e9 passed the door and ran out of memory at scoring time. 8 probes already gained little over 4 (above);
+# 64 is 8x that (a 64-image batch of 64 px RGB probes: 0.2 GB).
+MAX_PROBES = 64
+
+
 @ATTACKS.register("likelihood")
 class LikelihoodAttack(Attack):
     Params = LikelihoodParams
@@ -61,8 +67,8 @@ class LikelihoodAttack(Attack):
     def validate(self, params, num_steps, key):
         if not (params.rtol > 0 and params.atol > 0):
             raise ConfigError(f"{key}.rtol and {key}.atol must be > 0 (got {params.rtol}, {params.atol})")
-        if params.probes < 1:
-            raise ConfigError(f"{key}.probes = {params.probes}; allowed: an integer >= 1")
+        if not 1 <= params.probes <= MAX_PROBES:
+            raise ConfigError(f"{key}.probes = {params.probes}; allowed: an integer in [1, {MAX_PROBES}]")
         if params.solver not in SOLVERS:
             raise ConfigError(f"{key}.solver = {params.solver!r}; allowed: {', '.join(SOLVERS)}")
 

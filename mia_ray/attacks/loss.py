@@ -24,6 +24,12 @@ class LossParams:
     max_batch: int = 1024  # most rows per model forward (samples x steps x draws flattened; CPU caps it lower)
 
 
+# run() lays out its work as flat int64 lists of samples x steps x draws before the first forward pass:
+# draws = 1e9 passed the door and asked for ~0.5 TB at scoring time, after training. 1000 draws (the paper
+# uses 1) keep a 64-sample batch at 1000 steps to ~2 GB of lists and cut the noise's s.d. ~30x.
+MAX_DRAWS = 1000
+
+
 @ATTACKS.register("loss")
 class LossAttack(Attack):
     Params = LossParams
@@ -44,6 +50,8 @@ class LossAttack(Attack):
         for name in ("draws", "max_batch"):
             if getattr(params, name) < 1:
                 raise ConfigError(f"{key}.{name} = {getattr(params, name)}; allowed: an integer >= 1")
+        if params.draws > MAX_DRAWS:
+            raise ConfigError(f"{key}.draws = {params.draws}; allowed: an integer in [1, {MAX_DRAWS}]")
 
     @torch.no_grad()
     def run(self, adapter, images, sample_ids, params):

@@ -12,14 +12,22 @@ from ..errors import ConfigError, DataError
 from .pixels import fit
 
 MIN_RESOLUTION = 4  # the UNet halves the image once per block: smaller images leave nothing to convolve
+# Every image is resized to resolution x resolution (float32) and the UNet's activations grow with its square:
+# 1048576 passed and asked for 4 TiB per RGB image. Pixel-space diffusion models stop at 1024 px (the largest
+# public diffusers UNet2DModel checkpoints, e.g. google/ncsnpp-ffhq-1024, are 1024 px); 1024 px RGB is 12 MiB
+# per image, 4x more per batch element than 512 px: already a GPU-bound training run.
+MAX_RESOLUTION = 1024
 
 
 def check_image_shape(cfg: DataConfig) -> None:
     """``data.channels`` and ``data.resolution``: the one rule, used by every source and by the sweep's door."""
     if cfg.channels not in (1, 3):
         raise ConfigError(f"data.channels = {cfg.channels!r}; allowed: 1 (grayscale) or 3 (RGB)")
-    if isinstance(cfg.resolution, bool) or not isinstance(cfg.resolution, int) or cfg.resolution < MIN_RESOLUTION:
-        raise ConfigError(f"data.resolution = {cfg.resolution!r}; allowed: an integer >= {MIN_RESOLUTION}")
+    if (isinstance(cfg.resolution, bool) or not isinstance(cfg.resolution, int)
+            or not MIN_RESOLUTION <= cfg.resolution <= MAX_RESOLUTION):
+        raise ConfigError(
+            f"data.resolution = {cfg.resolution!r}; allowed: an integer in [{MIN_RESOLUTION}, {MAX_RESOLUTION}]"
+        )
 
 
 class Source:

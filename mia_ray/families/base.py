@@ -17,6 +17,7 @@ import math
 import torch
 
 from ..config import FamilyConfig
+from ..errors import ConfigError
 from ..registry import Registry
 
 FAMILIES: Registry[type[Family]] = Registry("family")
@@ -31,6 +32,35 @@ class Family:
         self.cfg = cfg
         self.T = cfg.num_steps
         self.eps = cfg.eps
+
+    schedule_keys: tuple[str, ...] = ()  # the family: keys its schedule is built from (named by check's errors)
+
+    @classmethod
+    def check(cls, cfg: FamilyConfig) -> None:
+        """The sweep's door: refuse (``ConfigError``) a ``family:`` this family cannot build a usable schedule
+        from, beyond the checks every family shares (``sweep_config._check_family``). Builds the schedule (T <=
+        100000 values: milliseconds) and wants, in float32 as the network sees it, a positive finite noise std at
+        every step and a finite ODE drift and diffusion at both ends of ``t_range``: ``sigma_max: 1e200`` raised
+        OverflowError in training, ``1e150`` an infinite diffusion, ``sigma_min: 1e-300`` a std of 0 (the score
+        divides by it)."""
+        keys = ", ".join(f"family.{k} = {getattr(cfg, k):g}" for k in cls.schedule_keys)
+        keys = f"{keys} with family.num_steps = {cfg.num_steps}" if keys else f"family.num_steps = {cfg.num_steps}"
+        allowed = "allowed: values whose noise levels are positive and finite in float32 (the defaults: " + ", ".join(
+            f"{k} = {getattr(FamilyConfig(), k):g}" for k in cls.schedule_keys) + ")"
+        try:
+            fam = cls(cfg)
+            mean, std = (v.float() for v in fam.step_mean_std(torch.arange(cfg.num_steps)))
+            ends = [fam.drift_diffusion2(torch.ones(1, 1), torch.tensor(t, dtype=torch.float64)) for t in fam.t_range]
+        except ArithmeticError as e:  # OverflowError of (sigma_max / sigma_min) ** t
+            raise ConfigError(f"{keys}: the {cfg.name} schedule overflows ({e}); {allowed}") from None
+        bad = ~(torch.isfinite(mean) & torch.isfinite(std) & (std > 0))
+        if bad.any():
+            k = int(bad.nonzero()[0])
+            shown = f"{float(std[k]):g}"
+            raise ConfigError(f"{keys}: the {cfg.name} noise std at step {k} is {shown} in float32; {allowed}")
+        if not all(bool(torch.isfinite(v.float()).all()) for pair in ends for v in pair):
+            raise ConfigError(f"{keys}: the {cfg.name} ODE's diffusion is not finite in float32 at t = "
+                              f"{fam.t_range}; {allowed}")
 
     # --- continuous-time view (used by training of continuous families and by the PF-ODE) ---------
     def mean_std(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +145,8 @@ class Family:
 class VPFamily(Family):
     """Variance preserving: beta(t) = beta_min + t (beta_max - beta_min), prior N(0, I)."""
 
+    schedule_keys = ("beta_min", "beta_max")
+
     def _log_mean(self, t: torch.Tensor) -> torch.Tensor:
         b0, b1 = self.cfg.beta_min, self.cfg.beta_max
         return -0.25 * t**2 * (b1 - b0) - 0.5 * t * b0
@@ -139,6 +171,8 @@ class VEFamily(Family):
     The network input is scaled by 1 / sqrt(1 + sigma^2) so that it stays O(1) at every noise level
     (without it a small UNet sees inputs of norm ~sigma_max and trains poorly).
     """
+
+    schedule_keys = ("sigma_min", "sigma_max")
 
     def _sigma(self, t):
         s0, s1 = self.cfg.sigma_min, self.cfg.sigma_max

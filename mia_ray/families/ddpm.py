@@ -13,12 +13,25 @@ analytic Gaussian (a factor 1.41 at step 1 and 10 at t = 1e-5, below the smalles
 import torch
 from diffusers import DDPMScheduler
 
+from ..errors import ConfigError
 from .base import FAMILIES, VPFamily, _per_sample
 
 
 @FAMILIES.register("ddpm")
 class DDPM(VPFamily):
     discrete = True
+
+    @classmethod
+    def check(cls, cfg):
+        """The last beta, beta_max / T, must be < 1: at 1 alpha_bar ends at 0 (-log alpha_bar = inf in the
+        likelihood's drift), above 1 the ladder is NaN (the defaults, beta_max 20, with num_steps: 10 trained on
+        NaN noise levels)."""
+        if not cfg.beta_max < cfg.num_steps:
+            raise ConfigError(
+                f"family.beta_max = {cfg.beta_max:g} with family.num_steps = {cfg.num_steps}: ddpm's last beta "
+                f"beta_max / num_steps = {cfg.beta_max / cfg.num_steps:g}; allowed: beta_max < num_steps"
+            )
+        super().check(cfg)
 
     def __init__(self, cfg):
         super().__init__(cfg)
