@@ -284,6 +284,26 @@ def test_scan_cache_skips_an_unchanged_pool_and_rescans_a_changed_one(tmp_path, 
     assert calls == [1]
 
 
+def test_a_pool_of_floats_in_0_1_is_warned_about_once_scanned_and_when_cached(tmp_path, caplog):
+    """Floats are read as [-1, 1] as they are: a pool with no pixel below 0 is most likely [0, 1] images that
+    were never rescaled (trained on silently, half the range unused). A warning names the file, also on a
+    cache hit; a [-1, 1] pool gets none."""
+    unit = (pool(40) + 1) / 2
+    np.save(tmp_path / "unit.npy", unit)
+    np.save(tmp_path / "ok.npy", pool(40))
+    cache = str(tmp_path / "cache")
+    for _ in range(2):  # a scan, then the cache's record
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mia_ray"):
+            assert pool_validate.check_pool(npz_source(tmp_path / "unit.npy"), cache).lo >= 0
+        (msg,) = [r.getMessage() for r in caplog.records]
+        assert "unit.npy" in msg and "[0, 1]" in msg and "\n" not in msg
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mia_ray"):
+        assert pool_validate.check_pool(npz_source(tmp_path / "ok.npy"), cache).lo < 0
+    assert not caplog.records
+
+
 def test_failed_scan_writes_no_cache_record(tmp_path):
     a = pool(20)
     a[0, 0, 0, 0] = np.nan

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ..errors import DataError
 from .base import Source
 
 FORMAT = "mia_ray.pool_scan/1"
+log = logging.getLogger("mia_ray")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class PoolScan:
 
     n: int
     digests: list[str] | None = None  # blake2b-128 hex of each image's native float32 pixels and shape
+    lo: float | None = None  # the smallest pixel of the pool on the [-1, 1] scale (None: not known)
 
 
 def digest(img: np.ndarray) -> str:
@@ -65,11 +68,15 @@ def fingerprint(source: Source) -> str | None:
 def scan(source: Source, digests: bool = False) -> PoolScan:
     """Read every image of ``source`` once, in id order; raise DataError naming the first bad one."""
     found: list[str] | None = [] if digests else None
+    lo = None
     for ids in source.scan_chunks():
         images = source._read(ids)  # noqa: SLF001  (the door checks what trials will read, natively)
         if found is not None:
             found.extend(digest(img) for img in images)
-    return PoolScan(len(source), found)
+        for img in images if isinstance(images, list) else [images]:
+            if np.size(img):
+                lo = float(np.min(img)) if lo is None else min(lo, float(np.min(img)))
+    return PoolScan(len(source), found, lo)
 
 
 def _cache_file(cache_dir: str, fp: str) -> Path:
@@ -86,13 +93,13 @@ def cached_scan(source: Source, cache_dir: str | None, digests: bool = False) ->
         try:
             d = json.loads(_cache_file(cache_dir, fp).read_text())
             if d.get("format") == FORMAT and d.get("n") == len(source) and (not digests or d.get("digests")):
-                return PoolScan(d["n"], d.get("digests"))
+                return PoolScan(d["n"], d.get("digests"), d.get("lo"))
         except (OSError, ValueError):
             pass
     result = scan(source, digests)
     if fp is not None:
         _write_json(_cache_file(cache_dir, fp), {"format": FORMAT, "where": source.where(), "n": result.n,
-                                                 "digests": result.digests})
+                                                 "digests": result.digests, "lo": result.lo})
     return result
 
 
@@ -110,10 +117,15 @@ def _write_json(path: Path, d: dict) -> None:
 def check_pool(source: Source, cache_dir: str | None = None, digests: bool = False) -> PoolScan:
     """The door's pool check: one line naming ``data.path`` and the first bad image on failure."""
     try:
-        return cached_scan(source, cache_dir, digests)
+        result = cached_scan(source, cache_dir, digests)
     except DataError as e:
         msg = str(e)
         raise DataError(msg if msg.startswith("data.") else f"data.path: {msg}") from None
+    if result.lo is not None and result.lo >= 0:  # a pool of real photos on [-1, 1] has dark pixels below 0
+        log.warning("%s: no pixel of the pool is below 0 on mia_ray's [-1, 1] scale: float images in [0, 1]? "
+                    "Floats are read as [-1, 1] as they are (uint8 is rescaled from 0..255); if so, store 2x - 1",
+                    source.where())
+    return result
 
 
 __all__ = ["PoolScan", "check_pool", "cached_scan", "digest", "fingerprint", "scan"]
