@@ -310,6 +310,19 @@ def test_a_ddpm_ladder_with_a_beta_of_1_or_more_is_refused(tmp_path, overrides, 
     load(tmp_path, ["family.num_steps=21", *steps])  # 20 / 21 < 1
 
 
+def test_a_ddpm_ladder_of_two_steps_is_one_line_not_a_traceback(tmp_path):
+    """num_steps 2 passes the shared check (>= 2) but DDPM's ladder slope (torch.gradient, edge_order 2) needs 3
+    steps: Family.check building it raised RuntimeError, a traceback at the door (the pretrained path too, from a
+    DDPMScheduler of num_train_timesteps 2)."""
+    steps = ["attacks.loss.steps=[0,1]", "utility.sampler_steps=2", "family.num_steps=2", "family.beta_max=1.5"]
+    with pytest.raises(ConfigError, match=r"^family\.num_steps = 2: ddpm's ladder needs at least 3 steps; allowed: "
+                       r"an integer >= 3 for ddpm$") as e:
+        load(tmp_path, steps)
+    assert "\n" not in str(e.value)
+    load(tmp_path, ["families=[vpsde,vesde,smld]", *steps])  # the other families take 2 steps
+    load(tmp_path, [*steps[:2], "family.num_steps=3", "family.beta_max=1.5"])
+
+
 @pytest.mark.parametrize("eps, shown", [("1.0e+300", "1e+300"), ("1.0e+14", "100000000000000.0"),
                                         ("1000001.0", "1000001.0")])
 def test_a_finite_epsilon_beyond_the_cap_is_refused_not_hung_on(tmp_path, eps, shown):

@@ -25,7 +25,11 @@ class DDPM(VPFamily):
     def check(cls, cfg):
         """The last beta, beta_max / T, must be < 1: at 1 alpha_bar ends at 0 (-log alpha_bar = inf in the
         likelihood's drift), above 1 the ladder is NaN (the defaults, beta_max 20, with num_steps: 10 trained on
-        NaN noise levels)."""
+        NaN noise levels). T >= 3: the ladder's slope (``torch.gradient``, edge_order 2) needs 3 steps (T = 2
+        raised RuntimeError building the family)."""
+        if cfg.num_steps < 3:
+            raise ConfigError(f"family.num_steps = {cfg.num_steps}: ddpm's ladder needs at least 3 steps; allowed: "
+                              "an integer >= 3 for ddpm")
         if not cfg.beta_max < cfg.num_steps:
             raise ConfigError(
                 f"family.beta_max = {cfg.beta_max:g} with family.num_steps = {cfg.num_steps}: ddpm's last beta "
