@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import uuid
 
@@ -530,7 +531,7 @@ def write_atomic(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
 
 
 def clear_stale_temps(fs: pafs.FileSystem, path: str) -> None:
-    """Remove the hidden temporary files of ``path`` (``.<name>.<hex>.tmp``) that a writer killed before its
+    """Remove the hidden temporary files of ``path`` (``.<name>.<32 hex>.tmp``) that a writer killed before its
     rename left behind (kill -9 of the whole sweep, measured: a truncated ``targets/.<trial>.parquet.*.tmp``
     survived every rerun). Only for result files of one trial or of the sweep, whose one writer is this run;
     never in the target store, which concurrent sweeps share. Readers skip these names either way."""
@@ -541,8 +542,9 @@ def clear_stale_temps(fs: pafs.FileSystem, path: str) -> None:
         entries = os.listdir(parent)
     except FileNotFoundError:
         return
+    own = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{32}}\.tmp")  # uuid4().hex: not .<name>.bak.<hex>.tmp
     for entry in entries:
-        if entry.startswith(f".{name}.") and entry.endswith(".tmp"):
+        if own.fullmatch(entry):
             try:
                 os.remove(os.path.join(parent, entry))
             except FileNotFoundError:

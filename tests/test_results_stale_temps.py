@@ -45,3 +45,18 @@ def test_rewriting_a_grid_and_the_sweep_yaml_clears_their_stale_temporary_files(
     assert os.path.exists(other)
     with open(os.path.join(root, "sweep.yaml")) as f:
         assert f.read() == "name: s\n"
+
+
+def test_only_the_writers_own_temporary_names_are_cleared(tmp_path):
+    """Only ``.<name>.<32 hex>.tmp`` (write_atomic's and write_bytes_atomic's names) is a temporary of ``name``:
+    ``.sweep.yaml.bak.<hex>.tmp`` is another file's (``sweep.yaml.bak``, maybe being written now) and
+    ``.T1.parquet.keep.tmp`` is no writer's; both matched ``.<name>.*.tmp`` and were deleted."""
+    root = str(tmp_path / "sweep")
+    folder = os.path.join(root, "audit")
+    kept = [_leftover(root, "sweep.yaml.bak", "a" * 32), _leftover(folder, "T1.parquet", "keep"),
+            _leftover(folder, "T1.parquet", "A" * 32), _leftover(folder, "T1.parquet.x", "b" * 32)]
+    mine = _leftover(folder, "T1.parquet", "0123456789abcdef" * 2)
+    results.write_text_atomic(root, "sweep.yaml", "name: s\n")
+    results.write_trial_table(root, "audit", "T1", [_audit_row("T1")])
+    assert not os.path.exists(mine)
+    assert all(os.path.exists(p) for p in kept), [p for p in kept if not os.path.exists(p)]
