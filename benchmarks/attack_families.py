@@ -48,6 +48,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--store", default=None, help="target store (default: a temporary folder)")
     ap.add_argument("--t-sec", type=int, nargs="+", default=[20, 50, 100, 200, 300, 400, 500, 600, 800])
     args = ap.parse_args(argv)
+    secmi_params = SecMIParams(t_sec=args.t_sec)
+    ATTACKS.get("secmi")().validate(secmi_params, FamilyConfig().num_steps, "attacks.secmi")  # before any training
     torch.set_num_threads(1)
     store = TargetStore(args.store or tempfile.mkdtemp(prefix="attack_families_"))
     out = {"members": MEMBERS, "nonmembers": MEMBERS, "train_steps": TRAIN_STEPS, "families": {}}
@@ -64,7 +66,7 @@ def main(argv=None) -> dict:
             aucs = [auc(s, member) for s in res.score]
             i = int(np.argmax(aucs))
             best[name] = {"auc": aucs[i], "step": res.steps[i]}
-        secmi = ATTACKS.get("secmi")().run(adapter, images, ids_t, SecMIParams(t_sec=args.t_sec))
+        secmi = ATTACKS.get("secmi")().run(adapter, images, ids_t, secmi_params)
         a, s = adapter.family.step_mean_std(torch.tensor(args.t_sec))
         out["families"][family] = {
             "best_step_auc": best,

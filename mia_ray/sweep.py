@@ -212,6 +212,7 @@ def _run(args) -> int:
     from . import preflight, sweep_config
     from .data import SOURCES
     from .preflight import check_data, check_local_cpus, check_remote, check_writable, node_types_from_setting
+    from .resume import check_resumable
 
     if args.output == "":  # was dropped: the results went to the YAML's output
         raise ConfigError("--output ''; allowed: a folder path or a URI such as s3://bucket/prefix")
@@ -241,6 +242,7 @@ def _run(args) -> int:
     check_remote(cfg)
     check_data(cfg)
     root = sweep_config.results_root(cfg)
+    check_resumable(root, trials)
     errors = _run_on_ray(cfg, yaml_text, trials, root, address, args.verbose)
     _print_results(root, trials, report=not args.no_report)
     return _exit_status(root, trials, errors)

@@ -304,6 +304,25 @@ def test_a_pool_of_floats_in_0_1_is_warned_about_once_scanned_and_when_cached(tm
     assert not caplog.records
 
 
+def test_a_scan_record_without_the_smallest_pixel_is_scanned_again_once(tmp_path, monkeypatch):
+    """Records of the first format have no "lo": read as a miss (one new scan), so a [0, 1] pool scanned by an
+    older mia_ray is still warned about."""
+    import json
+
+    np.save(tmp_path / "p.npy", (pool(20) + 1) / 2)
+    cache = str(tmp_path / "cache")
+    pool_validate.cached_scan(npz_source(tmp_path / "p.npy"), cache)
+    (record,) = Path(cache).glob("*.json")
+    old = json.loads(record.read_text())
+    record.write_text(json.dumps({k: v for k, v in old.items() if k != "lo"} | {"format": "mia_ray.pool_scan/1"}))
+    calls = []
+    real = pool_validate.scan
+    monkeypatch.setattr(pool_validate, "scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert pool_validate.cached_scan(npz_source(tmp_path / "p.npy"), cache).lo >= 0
+    assert pool_validate.cached_scan(npz_source(tmp_path / "p.npy"), cache).lo >= 0
+    assert calls == [1]
+
+
 def test_failed_scan_writes_no_cache_record(tmp_path):
     a = pool(20)
     a[0, 0, 0, 0] = np.nan

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DataError
 from .base import Source
 
-FORMAT = "mia_ray.pool_scan/1"
+FORMAT = "mia_ray.pool_scan/2"  # /2 adds "lo": a /1 record (no lo) is scanned again once
 log = logging.getLogger("mia_ray")
 
 
@@ -122,9 +122,9 @@ def check_pool(source: Source, cache_dir: str | None = None, digests: bool = Fal
         msg = str(e)
         raise DataError(msg if msg.startswith("data.") else f"data.path: {msg}") from None
     if result.lo is not None and result.lo >= 0:  # a pool of real photos on [-1, 1] has dark pixels below 0
-        log.warning("%s: no pixel of the pool is below 0 on mia_ray's [-1, 1] scale: float images in [0, 1]? "
-                    "Floats are read as [-1, 1] as they are (uint8 is rescaled from 0..255); if so, store 2x - 1",
-                    source.where())
+        log.warning("%s: no pixel of the pool is below 0 on mia_ray's [-1, 1] scale (smallest %.3g): if these are "
+                    "float images in [0, 1], store 2x - 1 (floats are read as [-1, 1] as they are; uint8 is rescaled "
+                    "from 0..255 already)", source.where(), result.lo)
     return result
 
 
