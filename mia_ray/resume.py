@@ -2,7 +2,8 @@
 scored as this sweep would score them. Trial ids hash the target, not the attacks: a sweep whose attacks or
 steps changed (an edited YAML, or a new mia_ray whose defaults changed, e.g. SecMI's t_sec in session 7) would
 otherwise add trials scored differently beside the old ones, one folder mixing two protocols. Checked before
-Ray starts, against the first finished trial's ``metrics/`` (one small file): one (attack, step) row per step.
+Ray starts, against the first finished trial's ``metrics/`` (one small file): one (attack, step) row per step,
+each over eval_size (or the attack's max_samples) members and as many non-members.
 """
 
 from __future__ import annotations
@@ -22,32 +23,42 @@ def expected_rows(trial: Trial) -> set[tuple[str, int | None]]:
     return {(a.name, as_step(s)) for a in trial.attacks for s in ATTACKS.get(a.name)().steps(a.params, t)}
 
 
+def expected_samples(trial: Trial) -> dict[str, int]:
+    """Members (= non-members) each attack scores: ``eval_size``, or its ``max_samples`` when fewer."""
+    return {a.name: min(trial.eval_size, a.max_samples or trial.eval_size) for a in trial.attacks}
+
+
 def check_resumable(root: str, trials: list[Trial]) -> None:
-    """Refuse (one line) to resume ``root`` when its finished trials hold other (attack, step) rows than this
-    sweep's attacks make. Nothing finished, or an unreadable metrics file: nothing to compare."""
+    """Refuse (one line) to resume ``root`` when its finished trials hold other (attack, step) rows, or other
+    sample counts, than this sweep's attacks make. Nothing finished, or an unreadable metrics file: nothing to
+    compare."""
     done = next((t for t in trials if trial_done(root, t.trial_id)), None)
     if done is None:
         return
     fs, base = filesystem(root)
     try:
-        table = pq.read_table(f"{base}/metrics/{done.trial_id}.parquet", columns=["attack", "step"], filesystem=fs)
+        rows = pq.read_table(f"{base}/metrics/{done.trial_id}.parquet", filesystem=fs,
+                             columns=["attack", "step", "n_members", "n_nonmembers"]).to_pylist()
     except (OSError, ValueError):
         return
-    have = {(a, as_step(s)) for a, s in zip(table.column("attack").to_pylist(), table.column("step").to_pylist(),
-                                            strict=True)}
+    have = {(r["attack"], as_step(r["step"])) for r in rows}
     want = expected_rows(done)
-    if have == want:
-        return
     diff = []
     for name in sorted({a for a, _ in have | want}):
         old = sorted((s for a, s in have if a == name), key=lambda s: (s is not None, s or 0))
         new = sorted((s for a, s in want if a == name), key=lambda s: (s is not None, s or 0))
         if old != new:
             diff.append(f"{name}: steps {_steps(old)} there, {_steps(new)} now")
+    n_want = expected_samples(done)  # eval_size, or an attack's max_samples, of members and of non-members
+    for name, n in sorted({(r["attack"], (r["n_members"], r["n_nonmembers"])) for r in rows}):
+        if name in n_want and n != (n_want[name], n_want[name]):
+            diff.append(f"{name}: {n[0]} + {n[1]} samples there, {n_want[name]} + {n_want[name]} now")
+    if not diff:
+        return
     raise ConfigError(
         f"{root}: its finished trials (e.g. {done.trial_id}) were scored with other attacks than this sweep's "
-        f"({'; '.join(diff)}); allowed: resume with the same attacks, or give the sweep a new name or output "
-        "(or delete the folder)"
+        f"({'; '.join(diff)}); allowed: resume with the same attacks and eval_size, or give the sweep a new name "
+        "or output (or delete the folder)"
     )
 
 

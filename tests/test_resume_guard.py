@@ -21,13 +21,16 @@ def sweep(tmp_path, attacks):
     return path, sweep_config.results_root(cfg), sweep_config.expand(cfg)
 
 
-def finish(root, trial, rows):
-    """A finished trial as trial_done sees it (every core table), its metrics holding (attack, step) ``rows``."""
+def finish(root, trial, rows, n=16):
+    """A finished trial as trial_done sees it (every core table), its metrics holding (attack, step) ``rows``,
+    each over ``n`` members and ``n`` non-members (TINY's eval_size)."""
     for t in TABLES:
         os.makedirs(f"{root}/{t}", exist_ok=True)
         open(f"{root}/{t}/{trial.trial_id}.parquet", "wb").close()
     attack, step = zip(*rows, strict=True)
-    table = pa.table({"attack": pa.array(attack, pa.string()), "step": pa.array(step, pa.int64())})
+    table = pa.table({"attack": pa.array(attack, pa.string()), "step": pa.array(step, pa.int64()),
+                      "n_members": pa.array([n] * len(rows), pa.int64()),
+                      "n_nonmembers": pa.array([n] * len(rows), pa.int64())})
     pq.write_table(table, f"{root}/metrics/{trial.trial_id}.parquet")
 
 
@@ -53,6 +56,15 @@ def test_other_attacks_or_steps_are_refused_in_one_line(tmp_path, old, shown):
                                           rf"scored with other attacks than this sweep's \({shown}") as e:
         check_resumable(root, trials)
     assert "\n" not in str(e.value) and "new name or output" in str(e.value)
+
+
+def test_other_sample_counts_are_refused(tmp_path):
+    """eval_size (or an attack's max_samples) is not in the trial id either: 8 + 8 samples there, 16 + 16 now."""
+    _, root, trials = sweep(tmp_path, {"loss": {"steps": [0]}, "likelihood": {"max_samples": 4}})
+    finish(root, trials[0], [("loss", 0), ("likelihood", None)], n=4)
+    with pytest.raises(ConfigError, match=r"\(loss: 4 \+ 4 samples there, 16 \+ 16 now\); allowed: resume with the "
+                                          r"same attacks and eval_size"):
+        check_resumable(root, trials)
 
 
 def test_the_command_refuses_before_ray_starts(tmp_path, capsys, monkeypatch):
