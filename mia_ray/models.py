@@ -14,6 +14,7 @@ from .errors import ConfigError
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 MIN_SAMPLE_SIZE = 4  # count_parameters' sample size (data.base.MIN_RESOLUTION): it does not change the count
+ATTENTION_HEAD_DIM = 8  # channels per attention head: the last level needs at least this many (the door checks)
 
 
 def build_unet(cfg: ModelConfig, sample_size: int, channels: int) -> UNet2DModel:
@@ -31,7 +32,7 @@ def build_unet(cfg: ModelConfig, sample_size: int, channels: int) -> UNet2DModel
         up_block_types=(last_up,) + ("UpBlock2D",) * (levels - 1),
         add_attention=cfg.attention,
         norm_num_groups=cfg.norm_num_groups,
-        attention_head_dim=8,  # sweep_config.ATTENTION_HEAD_DIM
+        attention_head_dim=ATTENTION_HEAD_DIM,
     )
 
 
@@ -49,8 +50,7 @@ def count_parameters(cfg: ModelConfig, channels: int) -> int:
             f"{cfg.norm_num_groups}: diffusers cannot build this UNet2DModel ({type(e).__name__}: "
             f"{' '.join(str(e).split())})"
         ) from None
-    return sum(p.numel() for p in net.parameters())
-
+    return count_params(net)
 
 
 def load_unet(path: str, device: str | torch.device = "cpu", key: str = "model.pretrained") -> UNet2DModel:

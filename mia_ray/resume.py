@@ -8,6 +8,9 @@ each over eval_size (or the attack's max_samples) members and as many non-member
 
 from __future__ import annotations
 
+import os
+
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .attacks import ATTACKS
@@ -32,10 +35,15 @@ def check_resumable(root: str, trials: list[Trial]) -> None:
     """Refuse (one line) to resume ``root`` when its finished trials hold other (attack, step) rows, or other
     sample counts, than this sweep's attacks make. Nothing finished, or an unreadable metrics file: nothing to
     compare."""
-    done = next((t for t in trials if trial_done(root, t.trial_id)), None)
+    fs, base = filesystem(root)
+    try:  # one listing of metrics/ (written last), not a probe of every trial's six files (HEADs on S3)
+        infos = fs.get_file_info(pafs.FileSelector(f"{base}/metrics", allow_not_found=True))
+    except (OSError, ValueError):
+        return
+    listed = {os.path.basename(i.path) for i in infos}
+    done = next((t for t in trials if f"{t.trial_id}.parquet" in listed and trial_done(root, t.trial_id)), None)
     if done is None:
         return
-    fs, base = filesystem(root)
     try:
         rows = pq.read_table(f"{base}/metrics/{done.trial_id}.parquet", filesystem=fs,
                              columns=["attack", "step", "n_members", "n_nonmembers"]).to_pylist()

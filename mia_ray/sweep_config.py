@@ -423,7 +423,6 @@ MAX_PARAMETERS = 2_000_000_000
 # parameters fast (building the deepest allowed UNet, 11 levels x 16, on the meta device: 0.4 s measured; 1000
 # layers took 3.3 s).
 MAX_LAYERS_PER_BLOCK = 16
-ATTENTION_HEAD_DIM = 8  # models.build_unet's attention_head_dim
 # Resamples of every (trial, attack, step) CI, computed when a trial writes its rows: 1e12 passed and ran (or ran
 # out of memory holding the replicates) after training and scoring. A 95% percentile CI is settled at ~10^4
 # resamples (Efron & Tibshirani recommend >= 1000); 10^5 is 10x that, 100x full_paper.yaml's 1000.
@@ -476,6 +475,8 @@ def _check_model(m, resolution: int, channels: int = 3) -> None:
             f"data.resolution = {resolution} is not divisible by 2^(levels-1) = "
             f"{2 ** (len(m.block_out_channels) - 1)} for model.block_out_channels = {m.block_out_channels}"
         )
+    from .models import ATTENTION_HEAD_DIM, count_parameters
+
     if m.attention and m.block_out_channels[-1] < ATTENTION_HEAD_DIM:  # 0 heads: ZeroDivisionError in training
         raise ConfigError(
             f"model.block_out_channels = {m.block_out_channels} with model.attention = true: the last level has "
@@ -484,8 +485,6 @@ def _check_model(m, resolution: int, channels: int = 3) -> None:
         )
     if m.pretrained:  # the checkpoint's config.json sizes a given model (checked by the door)
         return
-    from .models import count_parameters
-
     # every level has a 3x3 convolution of c -> c channels (9 c^2 weights): a channel count that alone exceeds
     # the cap is refused without building (2**62 channels overflowed torch's size arithmetic)
     widest = max(m.block_out_channels)
