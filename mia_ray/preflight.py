@@ -30,8 +30,32 @@ def check_data(cfg) -> None:
         check_fits_pool(len(source), max(cfg.train_sizes), cfg.eval_size, source.describe(),
                         key="train_sizes/eval_size: max(train_sizes) + eval_size")
         check_pool(cfg, len(source))
+        check_canary_budgets(cfg, len(source))
     check_reference_pool(cfg, None if given_membership(cfg) else len(source))
     check_inputs(cfg, source)
+
+
+def check_canary_budgets(cfg, pool_size: int) -> None:
+    """With the canary audit a DP target trains on its members plus its included canaries, a count that depends
+    on the pool and the seed: every finite ε must be reachable on that count (``dp.check_budget``), as the
+    config's check does for targets without canaries."""
+    if not getattr(getattr(cfg, "audit", None), "canaries", 0) or cfg.model.pretrained:
+        return
+    from .canaries import training_ids
+    from .sweep_config import expand
+    from .training.dp import check_budget
+
+    checked = set()
+    for trial in expand(cfg):
+        spec = trial.spec
+        if spec.canaries is None or not math.isfinite(spec.dp.epsilon):
+            continue
+        n = len(training_ids(spec, pool_size))
+        if (spec.dp.epsilon, n) not in checked:
+            checked.add((spec.dp.epsilon, n))
+            check_budget(spec.dp.epsilon, spec.dp.delta, n, spec.train.batch_size, spec.train.steps,
+                         spec.dp.accountant, images=f"train_size {spec.train_size} + {n - spec.train_size} "
+                         f"included canaries (seed {spec.seed})")
 
 
 def check_reference_pool(cfg, pool_size: int | None) -> None:

@@ -212,14 +212,14 @@ def validate(cfg: SweepConfig) -> None:
 
 
 def _check_budgets(cfg: SweepConfig, given: bool) -> None:
-    """Every finite ε of the grid is reachable by DP-SGD on each training-set size (RDP accountant; targets
-    with canaries train on more images, a count known only with the pool: left to training)."""
-    if given or cfg.dp.accountant != "rdp" or cfg.audit.canaries:
+    """Every finite ε of the grid is reachable by DP-SGD with ``dp.accountant`` on each training-set size
+    (targets with canaries train on more images, a count known only with the pool: ``preflight.check_data``)."""
+    if given or cfg.audit.canaries:
         return
     for n in cfg.train_sizes:
         for e in cfg.epsilons:
             if math.isfinite(e):
-                check_budget(e, cfg.dp.delta, n, cfg.train.batch_size, cfg.train.steps)
+                check_budget(e, cfg.dp.delta, n, cfg.train.batch_size, cfg.train.steps, cfg.dp.accountant)
 
 
 INT64 = 2**63

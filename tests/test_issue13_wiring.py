@@ -226,3 +226,22 @@ def test_pool_checks_of_canaries_and_held_out_images(tmp_path):
     with pytest.raises(ConfigError, match="utility: the pool of 1797 images leaves 3 held-out images"):
         check_data(cfg)
     check_data(_sweep(tmp_path, train_sizes=[1794], eval_size=3, utility={"enabled": False}))
+
+
+def test_an_epsilon_unreachable_on_members_plus_included_canaries_is_refused_with_the_pool(tmp_path):
+    """Canaries change the DP-SGD training count (members + included canaries), so the config's budget check
+    skips them; the pool check does it on the exact count, which used to fail inside the training task."""
+    from mia_ray.preflight import check_data
+
+    train = {**sweep_files.TINY["train"], "steps": 300}
+    cfg = _sweep(tmp_path, epsilons=[0.05], train=train, audit={"canaries": 256}, utility={"enabled": False})
+    (trial,) = sweep_config.expand(cfg)
+    n = len(training_ids(trial.spec, 1797))
+    assert n > 64
+    line = (rf"^epsilons has 0\.05: DP-SGD with the RDP accountant cannot reach it at dp\.delta = 1e-05 over \d+ "
+            rf"steps on train_size 64 \+ {n - 64} included canaries \(seed 0\) \(Opacus: .*or dp\.accountant: prv$")
+    with pytest.raises(ConfigError, match=line):
+        check_data(cfg)
+    check_data(_sweep(tmp_path, epsilons=[0.05], train=train, dp={"accountant": "prv"}, audit={"canaries": 256},
+                      utility={"enabled": False}))  # PRV reaches it
+    check_data(_sweep(tmp_path, epsilons=[10], train=train, audit={"canaries": 256}, utility={"enabled": False}))
