@@ -1,12 +1,13 @@
-"""Forward-pass switches on this device: eager vs inference_mode vs channels_last vs bf16 autocast vs torch.compile.
+"""Forward-pass switches on this device: eager vs inference_mode vs channels_last vs bf16 autocast vs a TorchScript
+trace vs torch.compile.
 
     python benchmarks/forward.py --quick      # the quickstart model at 8x8, sweep-sized batches
     python benchmarks/forward.py --quick --no-compile   # without the minutes of inductor compilation
 
 Prints ONE JSON object: for the loss-type workload (no-grad batched forwards: loss, pia, pian, secmi, sima
-all run these) and the likelihood workload (forward + one VJP per ODE evaluation, 16-row batches as the
-solver pads to), seconds per batch for each variant side by side (median of interleaved repeats), the
-compile time (first call) separately, the break-even number of batches, and whether each variant's output
+all run these) and the likelihood workload (forward + one VJP per ODE evaluation, at 16 rows as the solver
+pads to and at a sweep batch's rows), seconds per batch for each variant side by side (median of interleaved
+repeats), the compile time (first call) separately, the break-even number of batches, and whether each variant's output
 is bitwise equal to eager (max |diff| otherwise).
 """
 
@@ -21,7 +22,7 @@ import time
 import torch
 
 from mia_ray import sweep_config
-from mia_ray.models import build_unet
+from mia_ray.models import NoiseNet, build_unet
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -55,8 +56,11 @@ def main(argv=None) -> dict:
     tau = torch.randint(0, 1000, (b,)).float()
     cl = unet.to(memory_format=torch.channels_last)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    t_trace, traced = _t(lambda: _trace(unet, x[:16], tau[:16]))
+    out["torchscript_trace_s"] = t_trace
     variants = {
         "eager_no_grad": lambda: _nograd(unet, x, tau),
+        "torchscript": lambda: _nograd(traced, x, tau),
         "inference_mode": lambda: _inference(unet, x, tau),
         "channels_last": lambda: _nograd(cl, x.to(memory_format=torch.channels_last), tau),
         "bf16_autocast": lambda: _bf16(dev, _nograd, unet, x, tau),
@@ -69,22 +73,25 @@ def main(argv=None) -> dict:
     unet.to(memory_format=torch.contiguous_format)
     out["loss_type"] = _compare(variants, repeats, t_compile, b)
 
-    # --- likelihood: forward + one VJP on 16 rows ---------------------------------------------------------
-    x16, tau16 = x[:16].clone(), tau[:16]
+    # --- likelihood: forward + one VJP on 16 rows (and on a sweep batch's rows) -------------------------------
+    sweep_rows = cfg.resources.batch_size
+    for rows, key in ((16, "likelihood_type"), (sweep_rows, f"likelihood_type_{sweep_rows}")):
+        xr0, taur = x[:rows].clone(), tau[:rows]
 
-    def vjp(net):
-        xr = x16.clone().requires_grad_(True)
-        y = net(xr, tau16).sample
-        (g,) = torch.autograd.grad(y, xr, torch.ones_like(y))
-        return g
+        def vjp(net, xr0=xr0, taur=taur):
+            xr = xr0.clone().requires_grad_(True)
+            y = net(xr, taur).sample
+            (g,) = torch.autograd.grad(y, xr, torch.ones_like(y))
+            return g
 
-    lik = {"eager": lambda: vjp(unet), "bf16_autocast": lambda: _bf16(dev, lambda *a: vjp(unet))}
-    t_compile2 = None
-    if not args.no_compile:
-        compiled2 = torch.compile(unet)
-        t_compile2, _ = _t(lambda: vjp(compiled2))
-        lik["compiled"] = lambda: vjp(compiled2)
-    out["likelihood_type"] = _compare(lik, repeats, t_compile2, 16)
+        lik = {"eager": lambda vjp=vjp: vjp(unet), "torchscript": lambda vjp=vjp: vjp(traced),
+               "bf16_autocast": lambda vjp=vjp: _bf16(dev, lambda *a: vjp(unet))}
+        t_compile2 = None
+        if not args.no_compile and rows == 16:
+            compiled2 = torch.compile(unet)
+            t_compile2, _ = _t(lambda vjp=vjp, c=compiled2: vjp(c))
+            lik["compiled"] = lambda vjp=vjp, c=compiled2: vjp(c)
+        out[key] = _compare(lik, repeats, t_compile2, rows)
     print(json.dumps(out, indent=1))
     return out
 
@@ -97,6 +104,31 @@ def _nograd(net, x, tau):
 def _inference(net, x, tau):
     with torch.inference_mode():
         return net(x, tau).sample
+
+
+class _Sample(torch.nn.Module):
+    """A traced module returns tensors: ``.sample`` as the UNet's output has it."""
+
+    def __init__(self, traced):
+        super().__init__()
+        self.traced = traced
+
+    def forward(self, x, tau):
+        return _Out(self.traced(x, tau))
+
+
+class _Out:
+    def __init__(self, sample):
+        self.sample = sample
+
+
+def _trace(unet, x, tau):
+    """TorchScript trace of the UNet's noise output (runs its ops from C++, not Python; deprecated in torch 2.13)."""
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return _Sample(torch.jit.trace(NoiseNet(unet), (x, tau), check_trace=False))
 
 
 def _bf16(dev, fn, *args):

@@ -58,7 +58,7 @@ class DiffusionAdapter(StepMixin):
     def step_coefs(self, steps):
         return self.family.step_mean_std(_steps(steps, self.device))
 
-    @torch.no_grad()
+    @torch.inference_mode()  # 1.03-1.08x no_grad's speed, bitwise equal (docs/bench_speed.md section 10)
     def eps_hat(self, x, steps):
         """The network's noise prediction at integer steps, fed exactly as in training
         (``Family.model_inputs``: input scaled by c_in(std), time input tau(step_time))."""

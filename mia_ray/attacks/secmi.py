@@ -59,7 +59,7 @@ class SecMIAttack(Attack):
     def cost(self, params, num_steps):
         return Cost(forward=max(params.t_sec) // params.k + 1)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # 1.03-1.08x no_grad's speed, bitwise equal (docs/bench_speed.md section 10)
     def run(self, adapter, images, sample_ids, params):
         k, mb, wanted = params.k, params.max_batch, set(params.t_sec)
         x = images.to(adapter.device)  # the chain's state at step u (x0 at u = 0)
