@@ -1,0 +1,99 @@
+"""The door's fourth adversarial pass (door4): attack parameters and list / mapping keys of the wrong shape, and
+ODE tolerances that crash or never finish, each one line naming the key before any compute (no Ray)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sweep_files
+
+from analysis.__main__ import main as analysis_main
+from mia_ray import sweep_config
+from mia_ray.errors import ConfigError
+
+
+def load(tmp_path, overrides=(), **over):
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), **over)
+    return sweep_config.load(path, list(overrides))
+
+
+@pytest.mark.parametrize("override, line", [
+    # a nested list or a mapping inside a list of integers reached a comparison: TypeError traceback
+    ("attacks={loss: {steps: [[1]]}}", r"^attacks\.loss\.steps has \[1\]; allowed: a list of integers$"),
+    ("attacks={loss: {steps: [{a: 1}]}}", r"^attacks\.loss\.steps has \{'a': 1\}; allowed: a list of integers$"),
+    ("attacks={lira: {steps: [[50]]}}", r"^attacks\.lira\.steps has \[50\]; allowed: a list of integers$"),
+    ("attacks={secmi: {t_sec: [[100]]}}", r"^attacks\.secmi\.t_sec has \[100\]; allowed: a list of integers$"),
+    ("attacks={pia: {steps: [[10]]}}", r"^attacks\.pia\.steps has \[10\]; allowed: a list of integers$"),
+    ("model.block_out_channels=[[16]]", r"^model\.block_out_channels has \[16\]; allowed: a list of integers$"),
+])
+def test_a_list_of_integers_holding_a_list_is_one_line(tmp_path, override, line):
+    with pytest.raises(ConfigError, match=line):
+        load(tmp_path, [override])
+
+
+@pytest.mark.parametrize("over, line", [
+    # a mapping where a list belongs (and back): "cannot read the sweep: Cannot merge incompatible container
+    # types" named the file but not the key; under an attack it was a TypeError traceback
+    ({"attacks": {"pia": {"steps": {"a": 1}}}},
+     r"s\.yaml: attacks\.pia\.steps = \{'a': 1\}; allowed: a list \(e\.g\. \[10, 20\]\)$"),
+    ({"resources": {"node_types": [1]}},
+     r"s\.yaml: resources\.node_types = \[1\]; allowed: a mapping \(e\.g\. \{key: value\}\)$"),
+    ({"model": {"block_out_channels": {"a": 1}}},
+     r"s\.yaml: model\.block_out_channels = \{'a': 1\}; allowed: a list \(e\.g\. \[10, 20\]\)$"),
+    ({"plugins": {"a": 1}}, r"s\.yaml: plugins = \{'a': 1\}; allowed: a list \(e\.g\. \[10, 20\]\)$"),
+    ({"attacks": {"loss": [1]}}, r"s\.yaml: attacks\.loss = \[1\]; allowed: a mapping of its parameters, or null"),
+])
+def test_a_mapping_where_a_list_belongs_names_the_key(tmp_path, over, line):
+    with pytest.raises(ConfigError, match=line) as e:
+        load(tmp_path, **over)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, line", [
+    ("attacks.pia.steps={a: 1}", r"^override attacks\.pia\.steps = \{'a': 1\}; allowed: a list \(e\.g\. \[10, 20\]\)$"),
+    ("resources.node_types=[1]", r"^override resources\.node_types = \[1\]; allowed: a mapping"),
+    ("attacks.loss=[1]", r"^override attacks\.loss = \[1\]; allowed: a mapping of its parameters, or null"),
+])
+def test_an_override_of_the_wrong_container_names_the_override(tmp_path, override, line):
+    with pytest.raises(ConfigError, match=line) as e:
+        load(tmp_path, [override])
+    assert "s.yaml" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, shown", [
+    # 1e300 / 1e39 overflowed float32 (IndexError in the solver at scoring time); 1e-300 underflowed to 0 (the
+    # same IndexError); 1e-10 ran over a minute for 2 samples of the tiny test UNet without finishing
+    ("attacks.likelihood.rtol=1e300", "rtol = 1e+300"),
+    ("attacks.likelihood.rtol=1e39", "rtol = 1e+39"),
+    ("attacks.likelihood.atol=1.0", "atol = 1.0"),
+    ("attacks.likelihood.atol=1e-300", "atol = 1e-300"),
+    ("attacks.likelihood.rtol=1e-10", "rtol = 1e-10"),
+    ("attacks.likelihood.rtol=0", "rtol = 0.0"),
+    ("attacks.likelihood.atol=-1e-3", "atol = -0.001"),
+])
+def test_ode_tolerances_that_crash_or_never_finish_are_refused(tmp_path, override, shown):
+    with pytest.raises(ConfigError, match=rf"^attacks\.likelihood\.{re.escape(shown)}; allowed: a number in "
+                                          r"\[1e-08, 1\) "):
+        load(tmp_path, [override], attacks={"likelihood": {}})
+
+
+@pytest.mark.parametrize("tol", ["1e-8", "0.5", "1e-3"])
+def test_ode_tolerances_in_range_pass(tmp_path, tol):
+    cfg, _ = load(tmp_path, [f"attacks.likelihood.rtol={tol}", f"attacks.likelihood.atol={tol}"],
+                  attacks={"likelihood": {}})
+    assert cfg.attacks["likelihood"].params.rtol == float(tol)
+
+
+@pytest.mark.parametrize("table", ["metrics", "scores"])
+def test_analysis_of_a_table_that_is_a_file_is_one_line(tmp_path, capsys, table):
+    """metrics/ (or another table) as a plain file: NotADirectoryError traceback from pyarrow's listing."""
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / table).write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    assert analysis_main([str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert f"{root / table} is not a folder" in err
+    assert sorted(tmp_path.rglob("*")) == before
