@@ -97,3 +97,12 @@ def test_analysis_of_a_table_that_is_a_file_is_one_line(tmp_path, capsys, table)
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert f"{root / table} is not a folder" in err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_all_steps_ignores_the_default_steps_it_overrides(tmp_path):
+    """``all_steps: true`` scores 0..T-1 and ignores ``steps``, yet T = 100 was refused for the default steps
+    (``attacks.loss.steps has [100, 200, ...] outside the allowed range 0..99``), a key the user never set."""
+    cfg, _ = load(tmp_path, ["family.num_steps=100", "utility.sampler_steps=50"], attacks={"loss": {"all_steps": True}})
+    assert cfg.attacks["loss"].params.all_steps
+    with pytest.raises(ConfigError, match=r"^attacks\.loss\.steps has \[100\] outside the allowed range 0\.\.99$"):
+        load(tmp_path, ["family.num_steps=100", "utility.sampler_steps=50"], attacks={"loss": {"steps": [0, 100]}})

@@ -44,7 +44,8 @@ class LossAttack(Attack):
     def check(self, params, num_steps, key):
         if not params.steps and not params.all_steps:
             raise ConfigError(f"{key}.steps is empty; allowed: integers in 0..{num_steps - 1}")
-        bad = [s for s in params.steps if not 0 <= s < num_steps]
+        # all_steps scores 0..T-1 and ignores steps: its default (up to 999) was refused for T < 1000
+        bad = [] if params.all_steps else [s for s in params.steps if not 0 <= s < num_steps]
         if bad:
             raise ConfigError(f"{key}.steps has {bad[:5]} outside the allowed range 0..{num_steps - 1}")
         for name in ("draws", "max_batch"):
