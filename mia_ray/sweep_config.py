@@ -252,6 +252,11 @@ def validate(cfg: SweepConfig) -> None:
                           "control characters, other than '.' and '..'")
     if not cfg.output:  # "" made the results root /<name>
         raise ConfigError("output = ''; allowed: a folder path or a URI such as s3://bucket/prefix")
+    for key in ("output", "store"):  # s3:// joined with the name was s3:/<name>: a local folder 's3:', unchecked
+        v = getattr(cfg, key)
+        if v and "://" in v and not v.split("://", 1)[1].strip("/"):
+            raise ConfigError(f"{key} = {v!r}; allowed: a folder path or a URI that names a bucket or folder, such "
+                              "as s3://bucket/prefix")
     check_list_items(dataclasses.replace(cfg, attacks={}))  # attacks: typed and checked by attack_specs
     given = _check_given(cfg)
     _check_grid(cfg, given)

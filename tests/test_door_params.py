@@ -106,3 +106,15 @@ def test_all_steps_ignores_the_default_steps_it_overrides(tmp_path):
     assert cfg.attacks["loss"].params.all_steps
     with pytest.raises(ConfigError, match=r"^attacks\.loss\.steps has \[100\] outside the allowed range 0\.\.99$"):
         load(tmp_path, ["family.num_steps=100", "utility.sampler_steps=50"], attacks={"loss": {"steps": [0, 100]}})
+
+
+@pytest.mark.parametrize("key", ["output", "store"])
+@pytest.mark.parametrize("uri", ["s3://", "gs:///", "file:///"])
+def test_a_uri_without_a_bucket_or_folder_is_refused(tmp_path, key, uri):
+    """``output=s3://`` lost its '//' when the sweep name was joined (``s3:/<name>``, no longer a URI): the results
+    went to a local folder named 's3:' under the current one, past every check of remote outputs."""
+    with pytest.raises(ConfigError, match=rf"^{key} = '{re.escape(uri)}'; allowed: a folder path or a URI that names "
+                                          r"a bucket or folder, such as s3://bucket/prefix$"):
+        load(tmp_path, [f"{key}={uri}"])
+    cfg, _ = load(tmp_path, [f"{key}=s3://bucket/prefix"])
+    assert getattr(cfg, key) == "s3://bucket/prefix"
