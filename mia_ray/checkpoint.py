@@ -51,6 +51,11 @@ def _check_safetensors(file: str) -> None:
 def _fits(config: dict, udir: str, channels: int, resolution: int) -> None:
     size = config.get("sample_size")
     sizes = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    if len(sizes) != 2 or sizes[0] != sizes[1] or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                                      for v in sizes):  # [8, 16] or "8" at resolution 8 said "allowed:
+        # data.resolution = 8"; 0 advised data.resolution = 0, which the door refuses
+        raise ConfigError(f"{KEY}: {udir} has sample_size {size!r}; allowed: a positive integer (or a square [n, n]) "
+                          "in its config.json")
     if sizes != (resolution, resolution):
         raise ConfigError(
             f"{KEY}: {udir} has sample_size {size} but data.resolution = {resolution}; allowed: "

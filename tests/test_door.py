@@ -497,3 +497,19 @@ def test_an_output_where_no_folder_can_be_made_is_refused_at_the_door(key, tmp_p
         assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {key}: "), lines
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     assert not os.path.exists("/proc/mia_ray_results") and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size, shown", [([8, 16], r"\[8, 16\]"), ("8", "'8'"), (0, "0"), (-8, "-8"), (True, "True")])
+def test_a_checkpoint_sample_size_that_is_no_square_size_is_named_not_contradicted(tmp_path, size, shown):
+    """sample_size [8, 16] or "8" at data.resolution = 8 said "allowed: data.resolution = 8"; 0 advised
+    data.resolution = 0, which the door refuses."""
+    import json
+
+    d = save_unet(tmp_path / "ckpt")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "sample_size": size}))
+    with pytest.raises(ConfigError, match=rf"^model\.pretrained: {tmp_path / 'ckpt'} has sample_size {shown}; allowed: "
+                                          r"a positive integer \(or a square \[n, n\]\) in its config\.json$"):
+        check_model(SimpleNamespace(model=ModelConfig(pretrained=str(d)), data=DataConfig(), families=["ddpm"]))
+    (d / "config.json").write_text(json.dumps({**config, "sample_size": [8, 8]}))  # a square pair fits
+    check_model(SimpleNamespace(model=ModelConfig(pretrained=str(d)), data=DataConfig(), families=["ddpm"]))
