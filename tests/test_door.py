@@ -513,3 +513,20 @@ def test_a_checkpoint_sample_size_that_is_no_square_size_is_named_not_contradict
         check_model(SimpleNamespace(model=ModelConfig(pretrained=str(d)), data=DataConfig(), families=["ddpm"]))
     (d / "config.json").write_text(json.dumps({**config, "sample_size": [8, 8]}))  # a square pair fits
     check_model(SimpleNamespace(model=ModelConfig(pretrained=str(d)), data=DataConfig(), families=["ddpm"]))
+
+
+@pytest.mark.parametrize("channels, said", [
+    ([65536, 65536], r"describes a UNet2DModel of 1\.11e\+12 parameters; allowed: at most 2e\+09"),
+    ([16, 32], r"describes a UNet2DModel of [\d.e+]+ parameters but the weights hold [\d.e+]+; allowed: weights saved "
+               r"with the same UNet2DModel config"),
+])
+def test_a_checkpoint_config_larger_than_its_weights_is_refused_before_it_is_built(tmp_path, channels, said):
+    """A config.json of [65536, 65536] channels beside small weights made the door build the UNet (68 GB
+    asked of the allocator) before the strict load could refuse it: counted on the meta device now."""
+    import json
+
+    d = save_unet(tmp_path / "ckpt")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "block_out_channels": channels}))
+    with pytest.raises(ConfigError, match=rf"^model\.pretrained: {tmp_path / 'ckpt'}/config\.json {said}"):
+        check_model(SimpleNamespace(model=ModelConfig(pretrained=str(d)), data=DataConfig(), families=["ddpm"]))
