@@ -118,3 +118,19 @@ def test_a_uri_without_a_bucket_or_folder_is_refused(tmp_path, key, uri):
         load(tmp_path, [f"{key}={uri}"])
     cfg, _ = load(tmp_path, [f"{key}=s3://bucket/prefix"])
     assert getattr(cfg, key) == "s3://bucket/prefix"
+
+
+@pytest.mark.parametrize("override, line", [
+    # all_steps at T = 100000 with 1000 draws: 1e8 rows per sample; the work lists of 8 samples asked the allocator
+    # for 6.4 GB each at scoring time (64 samples: 51 GB), after training
+    ("attacks={loss: {all_steps: true, draws: 1000}}",
+     r"^attacks\.loss: 100000 steps \(all_steps\) x draws = 1000 is 1e\+08 noise draws per sample; allowed: at most "
+     r"1e\+06 \(fewer steps or draws\)$"),
+    ("attacks={lira: {steps: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], draws: 100000}}",
+     r"^attacks\.lira\.draws = 100000; allowed: an integer in \[1, 1000\]$"),
+])
+def test_the_loss_work_list_of_steps_times_draws_is_capped(tmp_path, override, line):
+    with pytest.raises(ConfigError, match=line):
+        load(tmp_path, ["family.num_steps=100000", override])
+    cfg, _ = load(tmp_path, ["family.num_steps=1000", "attacks={loss: {all_steps: true, draws: 1000}}"])
+    assert cfg.attacks["loss"].params.draws == 1000  # the point MAX_DRAWS was measured at still passes
