@@ -155,7 +155,7 @@ def check_containers(c, cls, where: str, prefix: str = "") -> None:
         value, wants = c[name], _container(kind)
         is_list, is_dict = OmegaConf.is_list(value), OmegaConf.is_dict(value)
         scalar_ok = in_attack and not is_dict  # secmi: {t_sec: 100} is [100]; other scalars: attack_specs names them
-        if wants == "list" and not is_list and not scalar_ok or wants == "mapping" and is_list:
+        if wants == "list" and not is_list and not scalar_ok or wants == "mapping" and not is_dict:
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             allowed = "a list (e.g. [10, 20])" if wants == "list" else "a mapping (e.g. {key: value})"
             raise ConfigError(f"{where}{key} = {shown!r}; allowed: {allowed}")
