@@ -137,3 +137,21 @@ def test_the_loss_work_list_of_steps_times_draws_is_capped(tmp_path, override, l
         load(tmp_path, ["family.num_steps=100000", override])
     cfg, _ = load(tmp_path, ["family.num_steps=1000", "attacks={loss: {all_steps: true, draws: 1000}}"])
     assert cfg.attacks["loss"].params.draws == 1000  # the point MAX_DRAWS was measured at still passes
+
+
+@pytest.mark.parametrize("entry, make", [("metrics", "file"), ("scores", "file"), ("sweep.yaml", "folder"),
+                                         ("report", "file")])
+def test_a_results_folder_whose_tables_cannot_be_written_is_refused_before_ray(tmp_path, entry, make):
+    """metrics/ as a file passed the door (the results folder itself was writable): the trial trained and scored,
+    then failed writing its rows; sweep.yaml as a folder failed once Ray had started."""
+    from mia_ray.preflight import check_writable
+
+    root = tmp_path / "out" / "t"
+    root.mkdir(parents=True)
+    (root / entry).mkdir() if make == "folder" else (root / entry).write_text("x")
+    cfg, _ = load(tmp_path, [f"output={tmp_path / 'out'}"])
+    what = "is a folder, not a file" if make == "folder" else "is a file, not a folder"
+    with pytest.raises(ConfigError, match=rf"^output: {re.escape(str(root / entry))} {what}; allowed: "):
+        check_writable(cfg)
+    (root / entry).rmdir() if make == "folder" else (root / entry).unlink()
+    check_writable(cfg)
