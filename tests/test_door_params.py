@@ -155,3 +155,12 @@ def test_a_results_folder_whose_tables_cannot_be_written_is_refused_before_ray(t
         check_writable(cfg)
     (root / entry).rmdir() if make == "folder" else (root / entry).unlink()
     check_writable(cfg)
+
+
+def test_a_continuous_schedule_broken_by_eps_names_family_eps(tmp_path):
+    """vpsde at family.eps = 1e-300 has a std of 0 at step 0 (its time is clamped at eps): the line named only
+    beta_min and beta_max, whose defaults it then listed as the way out."""
+    with pytest.raises(ConfigError, match=r"^family\.beta_min = 0\.1, family\.beta_max = 20, family\.eps = 1e-300 with "
+                                          r"family\.num_steps = 1000: the vpsde noise std at step 0 is 0 in float32; "
+                                          r"allowed: .*\(the defaults: beta_min = 0\.1, beta_max = 20, eps = 1e-05\)$"):
+        load(tmp_path, ["families=[vpsde]", "family.eps=1e-300"])
