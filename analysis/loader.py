@@ -66,7 +66,14 @@ class Results:
 
 
 def _parquet_files(fs: pafs.FileSystem, base: str, table: str) -> list[str]:
-    infos = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
+    """The Parquet files of ``base/table``; a table that is a file (or cannot be listed) is one line naming it (it
+    was a NotADirectoryError traceback)."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
+    except (pa.ArrowException, OSError) as exc:
+        what = "is not a folder" if isinstance(exc, NotADirectoryError) else f"cannot be listed ({_one_line(exc)})"
+        raise AnalysisError(f"{base}/{table} {what}; expected a folder of Parquet files written by "
+                            "python -m mia_ray.sweep") from None
     return sorted(
         i.path
         for i in infos
@@ -74,6 +81,14 @@ def _parquet_files(fs: pafs.FileSystem, base: str, table: str) -> list[str]:
         and i.base_name.endswith(".parquet")
         and not i.base_name.startswith((".", "_"))
     )
+
+
+def _has_metrics(fs: pafs.FileSystem, folder: str) -> bool:
+    """Whether ``folder`` holds metrics Parquet files (a folder whose metrics/ is not a folder does not)."""
+    try:
+        return bool(_parquet_files(fs, folder, "metrics"))
+    except AnalysisError:
+        return False
 
 
 def _dataset(fs: pafs.FileSystem, base: str, table: str) -> ds.Dataset | None:
@@ -219,7 +234,7 @@ def load(results_dir: str) -> Results:
         sweeps = [
             i.base_name
             for i in fs.get_file_info(pafs.FileSelector(base))
-            if i.type == pafs.FileType.Directory and _parquet_files(fs, i.path, "metrics")
+            if i.type == pafs.FileType.Directory and _has_metrics(fs, i.path)
         ]
         hint = f"; it holds the sweeps {', '.join(sorted(sweeps))}: pass {root}/<sweep>" if sweeps else ""
         others = [t for t in SCHEMAS if t != "metrics" and _parquet_files(fs, base, t)]

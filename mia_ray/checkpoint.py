@@ -4,6 +4,7 @@ into the UNet2DModel its config describes, and that model fits the data (sample 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from .config import FamilyConfig
@@ -51,6 +52,11 @@ def _check_safetensors(file: str) -> None:
 def _fits(config: dict, udir: str, channels: int, resolution: int) -> None:
     size = config.get("sample_size")
     sizes = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    if len(sizes) != 2 or sizes[0] != sizes[1] or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                                      for v in sizes):  # [8, 16] or "8" at resolution 8 said "allowed:
+        # data.resolution = 8"; 0 advised data.resolution = 0, which the door refuses
+        raise ConfigError(f"{KEY}: {udir} has sample_size {size!r}; allowed: a positive integer (or a square [n, n]) "
+                          "in its config.json")
     if sizes != (resolution, resolution):
         raise ConfigError(
             f"{KEY}: {udir} has sample_size {size} but data.resolution = {resolution}; allowed: "
@@ -70,6 +76,34 @@ def _fits(config: dict, udir: str, channels: int, resolution: int) -> None:
         )
 
 
+def _check_size(config: dict, udir: str) -> None:
+    """The config's UNet, counted on torch's meta device (nothing allocated), has at most the sweep's parameter cap
+    and no more parameters than the weights hold: a config.json of [65536, 65536] channels beside small weights made
+    the door build the UNet (68 GB asked of the allocator) before the strict load could refuse it."""
+    import torch
+    from diffusers import UNet2DModel
+    from safetensors import safe_open
+
+    from .models import count_params, quiet_diffusers
+    from .sweep_config import MAX_PARAMETERS
+
+    file = os.path.join(udir, "config.json")
+    try:
+        with torch.device("meta"), quiet_diffusers():
+            n = count_params(UNet2DModel.from_config(config))
+    except Exception as e:  # diffusers raises ValueError, TypeError, ... for configs it cannot build
+        raise ConfigError(f"{KEY}: cannot build the UNet2DModel of {file} ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]}); allowed: a UNet2DModel config") from None
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"{KEY}: {file} describes a UNet2DModel of {n:.3g} parameters; allowed: at most "
+                          f"{MAX_PARAMETERS:.0e}")
+    with safe_open(os.path.join(udir, WEIGHTS), framework="pt") as f:
+        stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    if n > stored:  # the strict load would refuse it too, after building
+        raise ConfigError(f"{KEY}: {file} describes a UNet2DModel of {n:.3g} parameters but the weights hold "
+                          f"{stored:.3g}; allowed: weights saved with the same UNet2DModel config")
+
+
 def check_checkpoint(path: str, channels: int, resolution: int, family: str | None = None) -> FamilyConfig | None:
     """Refuse (one line) a checkpoint that will not load or does not fit the data; the pipeline's family.
 
@@ -85,6 +119,7 @@ def check_checkpoint(path: str, channels: int, resolution: int, family: str | No
     config = _config(udir)
     _check_safetensors(os.path.join(udir, WEIGHTS))
     _fits(config, udir, channels, resolution)
+    _check_size(config, udir)
     load_unet(udir, key=KEY)
     return fam
 

@@ -272,14 +272,26 @@ def _source(cluster: ClusterView) -> str:
 
 def check_writable(cfg) -> None:
     """The local results root and target store can be created here: the nearest existing folder on each path
-    is a writable directory (remote ``scheme://`` paths are left to the run)."""
-    from .results import folder_problem
+    is a writable directory, and in an existing results root the tables are folders and sweep.yaml is not
+    (remote ``scheme://`` paths are left to the run)."""
+    from .results import SCHEMAS, folder_problem
     from .sweep_config import results_root, store_root
 
     for key, path in (("output", results_root(cfg)), ("store", store_root(cfg))):
         problem = None if "://" in path else folder_problem(path)
         if problem:
             raise ConfigError(f"{key}: {problem}")
+    root = results_root(cfg)
+    if "://" not in root:  # metrics/ as a file passed (the root was writable): the trial failed writing its rows
+        for entry in (*SCHEMAS, "report"):
+            path = os.path.join(root, entry)
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise ConfigError(f"output: {path} is a file, not a folder; allowed: a results folder written by this "
+                                  "sweep (or give the sweep a new name or output)")
+        path = os.path.join(root, "sweep.yaml")
+        if os.path.isdir(path):
+            raise ConfigError(f"output: {path} is a folder, not a file; allowed: a results folder written by this "
+                              "sweep (or give the sweep a new name or output)")
 
 
 def check_remote(cfg) -> None:

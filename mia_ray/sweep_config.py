@@ -13,6 +13,7 @@ import importlib
 import math
 import os
 import re
+import types
 import typing
 from dataclasses import fields, is_dataclass
 
@@ -69,8 +70,9 @@ def _merge(path: str, overrides: list[str] | None):
             for key, axis in AXIS_KEYS.items():
                 if OmegaConf.select(c, key, default=None) is not None:
                     raise ConfigError(f"{path}: key {key!r} is a grid axis; set {axis}: [...] instead")
-        for c in (raw, extra):
+        for c, where in ((raw, path + ": "), (extra, "override ")):
             _check_sections(c, path)
+            check_containers(c, SweepConfig, where)
             check_booleans(OmegaConf.to_container(c), SweepConfig, "", path + ": ")
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw)
         if "attacks" in raw:  # the attacks named replace the default ({loss: {}}): merged, it ran loss too
@@ -127,6 +129,66 @@ def _check_sections(c, path: str) -> None:
                 if kind is dict else f"a mapping of its keys ({', '.join(f.name for f in fields(kind))})"
             )
             raise ConfigError(f"{path}: {name} = {shown!r}; allowed: {allowed}")
+
+
+def _container(kind) -> str | None:
+    """"list" or "mapping" for a type hint of either (``Optional`` too), else None."""
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(kind) if a is not type(None)] if union else []
+    kind = args[0] if len(args) == 1 else kind
+    if typing.get_origin(kind) is list:
+        return "list"
+    return "mapping" if kind is dict or typing.get_origin(kind) is dict or is_dataclass(kind) else None
+
+
+def check_containers(c, cls, where: str, prefix: str = "") -> None:
+    """A mapping where ``cls`` has a list, or a list (or a scalar) where it has a mapping, is one line naming the key:
+    omegaconf's merge said "Cannot merge incompatible container types" (no key), under an attack a TypeError
+    traceback. Also walks ``attacks:`` into each registered attack's parameters (where a scalar for a list is left to
+    :func:`attack_specs`: ``secmi: {t_sec: 100}`` is ``[100]``)."""
+    hints = typing.get_type_hints(cls)
+    in_attack = prefix.startswith("attacks.")
+    for name in c:
+        kind, key = hints.get(str(name)), f"{prefix}{name}"
+        if kind is None or OmegaConf.is_interpolation(c, name) or c[name] is None:
+            continue
+        value, wants = c[name], _container(kind)
+        is_list, is_dict = OmegaConf.is_list(value), OmegaConf.is_dict(value)
+        scalar_ok = in_attack and not is_dict  # secmi: {t_sec: 100} is [100]; other scalars: attack_specs names them
+        if wants == "list" and not is_list and not scalar_ok or wants == "mapping" and not is_dict:
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            allowed = "a list (e.g. [10, 20])" if wants == "list" else "a mapping (e.g. {key: value})"
+            raise ConfigError(f"{where}{key} = {shown!r}; allowed: {allowed}")
+        if is_dataclass(kind) and is_dict:
+            check_containers(value, kind, where, f"{key}.")
+        if cls is SweepConfig and name == "attacks" and is_dict:
+            for attack in value:
+                params = value[attack]
+                if OmegaConf.is_list(params):
+                    raise ConfigError(f"{where}attacks.{attack} = {OmegaConf.to_container(params)!r}; allowed: a "
+                                      "mapping of its parameters, or null for defaults")
+                if OmegaConf.is_dict(params) and str(attack) in ATTACKS.names():
+                    check_containers(params, ATTACKS.get(str(attack)).Params, where, f"attacks.{attack}.")
+
+
+def check_list_items(obj, prefix: str = "") -> None:
+    """Every item of a list-typed key of a typed config has the list's item type: omegaconf merged ``[[1]]`` into a
+    list of integers unchecked, and comparing it was a TypeError traceback (``attacks.loss.steps``,
+    ``model.block_out_channels``)."""
+    hints = typing.get_type_hints(type(obj))
+    names = {int: "integers", float: "numbers", str: "strings"}
+    for f in fields(obj):
+        value, kind = getattr(obj, f.name), hints[f.name]
+        if is_dataclass(value):
+            check_list_items(value, f"{prefix}{f.name}.")
+            continue
+        if typing.get_origin(kind) is not list or not isinstance(value, (list, tuple)):
+            continue
+        item = typing.get_args(kind)[0]
+        ok = (int, float) if item is float else item
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, ok):
+                raise ConfigError(f"{prefix}{f.name} has {v!r}; allowed: a list of {names.get(item, item.__name__)}")
 
 
 def check_booleans(values, cls, prefix: str, where: str = "") -> None:
@@ -190,6 +252,12 @@ def validate(cfg: SweepConfig) -> None:
                           "control characters, other than '.' and '..'")
     if not cfg.output:  # "" made the results root /<name>
         raise ConfigError("output = ''; allowed: a folder path or a URI such as s3://bucket/prefix")
+    for key in ("output", "store"):  # s3:// joined with the name was s3:/<name>: a local folder 's3:', unchecked
+        v = getattr(cfg, key)
+        if v and "://" in v and not v.split("://", 1)[1].strip("/"):
+            raise ConfigError(f"{key} = {v!r}; allowed: a folder path or a URI that names a bucket or folder, such "
+                              "as s3://bucket/prefix")
+    check_list_items(dataclasses.replace(cfg, attacks={}))  # attacks: typed and checked by attack_specs
     given = _check_given(cfg)
     _check_grid(cfg, given)
     check_data_config(cfg.data, given)
@@ -540,6 +608,7 @@ def _attack_spec(name: str, params, num_steps: int) -> AttackSpec:
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
                                     or not 1 <= max_samples < INT64):  # YAML true is the int 1 in Python
         raise ConfigError(f"attacks.{name}.max_samples = {max_samples!r}; allowed: an integer >= 1 or null")
+    check_list_items(typed, f"attacks.{name}.")
     attack().validate(typed, num_steps, f"attacks.{name}")
     check_numbers(typed, f"attacks.{name}.")
     return AttackSpec(name, typed, max_samples)

@@ -497,3 +497,36 @@ def test_an_output_where_no_folder_can_be_made_is_refused_at_the_door(key, tmp_p
         assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {key}: "), lines
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     assert not os.path.exists("/proc/mia_ray_results") and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size, shown", [([8, 16], r"\[8, 16\]"), ("8", "'8'"), (0, "0"), (-8, "-8"), (True, "True")])
+def test_a_checkpoint_sample_size_that_is_no_square_size_is_named_not_contradicted(tmp_path, size, shown):
+    """sample_size [8, 16] or "8" at data.resolution = 8 said "allowed: data.resolution = 8"; 0 advised
+    data.resolution = 0, which the door refuses."""
+    import json
+
+    d = save_unet(tmp_path / "ckpt")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "sample_size": size}))
+    with pytest.raises(ConfigError, match=rf"^model\.pretrained: {tmp_path / 'ckpt'} has sample_size {shown}; allowed: "
+                                          r"a positive integer \(or a square \[n, n\]\) in its config\.json$"):
+        check_model(SimpleNamespace(model=ModelConfig(pretrained=str(d)), data=DataConfig(), families=["ddpm"]))
+    (d / "config.json").write_text(json.dumps({**config, "sample_size": [8, 8]}))  # a square pair fits
+    check_model(SimpleNamespace(model=ModelConfig(pretrained=str(d)), data=DataConfig(), families=["ddpm"]))
+
+
+@pytest.mark.parametrize("channels, said", [
+    ([65536, 65536], r"describes a UNet2DModel of 1\.11e\+12 parameters; allowed: at most 2e\+09"),
+    ([16, 32], r"describes a UNet2DModel of [\d.e+]+ parameters but the weights hold [\d.e+]+; allowed: weights saved "
+               r"with the same UNet2DModel config"),
+])
+def test_a_checkpoint_config_larger_than_its_weights_is_refused_before_it_is_built(tmp_path, channels, said):
+    """A config.json of [65536, 65536] channels beside small weights made the door build the UNet (68 GB
+    asked of the allocator) before the strict load could refuse it: counted on the meta device now."""
+    import json
+
+    d = save_unet(tmp_path / "ckpt")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "block_out_channels": channels}))
+    with pytest.raises(ConfigError, match=rf"^model\.pretrained: {tmp_path / 'ckpt'}/config\.json {said}"):
+        check_model(SimpleNamespace(model=ModelConfig(pretrained=str(d)), data=DataConfig(), families=["ddpm"]))

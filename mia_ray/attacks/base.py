@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
@@ -138,8 +139,8 @@ def check_steps(steps, params, num_steps: int, key: str) -> None:
     if bad:
         raise ConfigError(f"{_field(params, bad[0], key)}: step {bad[0]!r} is outside the allowed range "
                           f"0..{num_steps - 1}")
-    seen = [s for s in steps if s is not None]
-    twice = sorted({int(s) for s in seen if seen.count(s) > 1})
+    counts = Counter(int(s) for s in steps if s is not None)  # list.count per step was quadratic: all_steps at
+    twice = sorted(s for s, n in counts.items() if n > 1)  # T = 100000 held the door 75 s
     if twice:
         raise ConfigError(f"{_field(params, twice[0], key)}: step {twice[0]} is listed twice; allowed: distinct steps")
 

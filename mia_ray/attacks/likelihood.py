@@ -58,6 +58,12 @@ class LikelihoodParams:
 # 1e9 passed the door and ran out of memory at scoring time. 8 probes already gained little over 4 (above);
 # 64 is 8x that (a 64-image batch of 64 px RGB probes: 0.2 GB).
 MAX_PROBES = 64
+# The solver's state is float32. Tolerances of 1e39 or more overflow it and 1e-300 underflows to 0: both crashed the
+# solve at scoring time (IndexError), after training. Below float32's resolution (eps 1.2e-7) the error test sees
+# rounding noise: on 2 samples of the tiny test UNet, 1e-7 / 1e-8 / 1e-9 took 2.9k / 4.7k / 7.5k network
+# evaluations (18 / 30 / 75 s) and 1e-10 had not finished after 60 s. At 1 a step may be 100% wrong (bits/dim
+# 19.6 vs 15.8 at 1e-7). The default and every tolerance measured in the benchmarks (1e-7 .. 1e-2) lie inside.
+MIN_TOL, MAX_TOL = 1e-8, 1.0
 
 
 @ATTACKS.register("likelihood")
@@ -65,8 +71,11 @@ class LikelihoodAttack(Attack):
     Params = LikelihoodParams
 
     def validate(self, params, num_steps, key):
-        if not (params.rtol > 0 and params.atol > 0):
-            raise ConfigError(f"{key}.rtol and {key}.atol must be > 0 (got {params.rtol}, {params.atol})")
+        for name in ("rtol", "atol"):
+            v = getattr(params, name)
+            if not math.isinf(v) and not MIN_TOL <= v < MAX_TOL:  # inf: check_numbers ("finite numbers")
+                raise ConfigError(f"{key}.{name} = {v}; allowed: a number in [{MIN_TOL:g}, {MAX_TOL:g}) (below, "
+                                  "float32 rounding: the solve never ends; at 1 or more it bounds no error)")
         if not 1 <= params.probes <= MAX_PROBES:
             raise ConfigError(f"{key}.probes = {params.probes}; allowed: an integer in [1, {MAX_PROBES}]")
         if params.solver not in SOLVERS:

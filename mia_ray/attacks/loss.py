@@ -28,6 +28,9 @@ class LossParams:
 # draws = 1e9 passed the door and asked for ~0.5 TB at scoring time, after training. 1000 draws (the paper
 # uses 1) keep a 64-sample batch at 1000 steps to ~2 GB of lists and cut the noise's s.d. ~30x.
 MAX_DRAWS = 1000
+# ... and that 1000 x 1000 point bounds the work per sample (steps scored x draws): all_steps at T = 100000 with
+# 1000 draws (1e8 per sample) passed and asked the allocator for 6.4 GB per list for 8 samples at scoring time.
+MAX_WORK = 1000 * MAX_DRAWS
 
 
 @ATTACKS.register("loss")
@@ -44,7 +47,8 @@ class LossAttack(Attack):
     def check(self, params, num_steps, key):
         if not params.steps and not params.all_steps:
             raise ConfigError(f"{key}.steps is empty; allowed: integers in 0..{num_steps - 1}")
-        bad = [s for s in params.steps if not 0 <= s < num_steps]
+        # all_steps scores 0..T-1 and ignores steps: its default (up to 999) was refused for T < 1000
+        bad = [] if params.all_steps else [s for s in params.steps if not 0 <= s < num_steps]
         if bad:
             raise ConfigError(f"{key}.steps has {bad[:5]} outside the allowed range 0..{num_steps - 1}")
         for name in ("draws", "max_batch"):
@@ -52,6 +56,11 @@ class LossAttack(Attack):
                 raise ConfigError(f"{key}.{name} = {getattr(params, name)}; allowed: an integer >= 1")
         if params.draws > MAX_DRAWS:
             raise ConfigError(f"{key}.draws = {params.draws}; allowed: an integer in [1, {MAX_DRAWS}]")
+        n = num_steps if params.all_steps else len(params.steps)
+        if n * params.draws > MAX_WORK:
+            what = f"{n} steps (all_steps)" if params.all_steps else f"{n} steps"
+            raise ConfigError(f"{key}: {what} x draws = {params.draws} is {n * params.draws:.0e} noise draws per "
+                              f"sample; allowed: at most {MAX_WORK:.0e} (fewer steps or draws)")
 
     @torch.inference_mode()  # 1.03-1.08x no_grad's speed, bitwise equal (docs/bench_speed.md section 10)
     def run(self, adapter, images, sample_ids, params):

@@ -193,12 +193,22 @@ def solve(f, y0: torch.Tensor, t0: float, t1: float, rtol: float, atol: float, m
 
 
 def _initial_step(f, t, y, f0, rtol, atol, span, order=4):
-    """Hairer, Norsett & Wanner's starting step, per row."""
+    """Hairer, Norsett & Wanner's starting step, per row. Its probe at t + h0 may lie beyond t1; where f is not
+    finite there (a VE-SDE with sigma_min = 3e-4 overflows float32 at t = 5) the step came out 0 and the solve never
+    left t0: those rows probe again at t + min(h0, span) (finite first steps are unchanged, bit for bit)."""
     scale = atol + y.abs() * rtol
     d0, d1 = _rms(y / scale), _rms(f0 / scale)
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
-    f1 = f(t + h0, y + h0[:, None] * f0)
-    d2 = _rms((f1 - f0) / scale) / h0
-    dmax = torch.maximum(d1, d2)
-    h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), _pow(0.01 / dmax, 1.0 / (order + 1)))
-    return torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))
+
+    def first_step(h0):
+        f1 = f(t + h0, y + h0[:, None] * f0)
+        d2 = _rms((f1 - f0) / scale) / h0
+        dmax = torch.maximum(d1, d2)
+        h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), _pow(0.01 / dmax, 1.0 / (order + 1)))
+        return torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))
+
+    h = first_step(h0)
+    stalled = ~(torch.isfinite(h) & (h > 0))
+    if stalled.any():
+        h = torch.where(stalled, first_step(h0.clamp(max=span)), h)
+    return h

@@ -43,10 +43,11 @@ class Family:
         every step and a finite ODE drift and diffusion at both ends of ``t_range``: ``sigma_max: 1e200`` raised
         OverflowError in training, ``1e150`` an infinite diffusion, ``sigma_min: 1e-300`` a std of 0 (the score
         divides by it)."""
-        keys = ", ".join(f"family.{k} = {getattr(cfg, k):g}" for k in cls.schedule_keys)
+        named = cls.schedule_keys + (() if cls.discrete else ("eps",))  # continuous steps are clamped at eps
+        keys = ", ".join(f"family.{k} = {getattr(cfg, k):g}" for k in named)
         keys = f"{keys} with family.num_steps = {cfg.num_steps}" if keys else f"family.num_steps = {cfg.num_steps}"
         allowed = "allowed: values whose noise levels are positive and finite in float32 (the defaults: " + ", ".join(
-            f"{k} = {getattr(FamilyConfig(), k):g}" for k in cls.schedule_keys) + ")"
+            f"{k} = {getattr(FamilyConfig(), k):g}" for k in named) + ")"
         try:
             fam = cls(cfg)
             mean, std = (v.float() for v in fam.step_mean_std(torch.arange(cfg.num_steps)))
