@@ -164,3 +164,12 @@ def test_a_continuous_schedule_broken_by_eps_names_family_eps(tmp_path):
                                           r"family\.num_steps = 1000: the vpsde noise std at step 0 is 0 in float32; "
                                           r"allowed: .*\(the defaults: beta_min = 0\.1, beta_max = 20, eps = 1e-05\)$"):
         load(tmp_path, ["families=[vpsde]", "family.eps=1e-300"])
+
+
+@pytest.mark.parametrize("refs", [1026, 100000])
+def test_lira_references_are_capped(tmp_path, refs):
+    """Each reference is a model trained with the target's recipe: 100000 passed and would have trained them all."""
+    with pytest.raises(ConfigError, match=rf"^attacks\.lira\.references = {refs}; allowed: an even integer in "
+                                          r"\[2, 1024\]$"):
+        load(tmp_path, [f"attacks={{lira: {{references: {refs}}}}}"])
+    assert load(tmp_path, ["attacks={lira: {references: 1024}}"])[0].attacks["lira"].params.references == 1024

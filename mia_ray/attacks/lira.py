@@ -30,6 +30,10 @@ from ..errors import ConfigError
 from .base import ATTACKS, Attack, AttackOutput, Cost
 from .loss import LossAttack, LossParams
 
+# Each reference is a whole model trained with the target's recipe: 100000 passed the door and would have trained
+# 100000 models per target. Carlini et al. (2022) trained at most 256 shadow models, their gains levelling off well
+# before; 1024 is 4x that.
+MAX_REFERENCES = 1024
 _SD_FLOOR = 1e-6  # sd of log-loss below this is a degenerate fit (identical references): floor it
 
 
@@ -63,8 +67,9 @@ class LiraAttack(Attack):
         return Cost(forward=len(params.steps) * params.draws)
 
     def check(self, params, num_steps, key):
-        if params.references < 2 or params.references % 2:
-            raise ConfigError(f"{key}.references = {params.references}; allowed: an even integer >= 2")
+        if params.references < 2 or params.references % 2 or params.references > MAX_REFERENCES:
+            raise ConfigError(f"{key}.references = {params.references}; allowed: an even integer in [2, "
+                              f"{MAX_REFERENCES}]")
         if params.online and not params.global_variance and params.references < 4:
             raise ConfigError(
                 f"{key}.references = {params.references}: per-sample variances need >= 4 references; "
