@@ -107,10 +107,14 @@ def test_a_first_step_probe_beyond_t1_that_overflows_does_not_stall_the_solve(me
     sigma_min = 3e-4: sigma(5)^2 is inf in float32) the first step was 0, and the likelihood attack never left
     t0 (100,000 steps of 6 network calls, then RuntimeError, at scoring time). A zero or non-finite first step
     now probes at t1 instead; a finite one is unchanged."""
+    calls = torch.zeros(2, dtype=torch.long)
+
     def f(t, y, rows):  # a slow drift that is infinite beyond t1 = 1
+        calls[rows] += 1
         return torch.where(t[:, None] > 1, torch.full_like(y, float("inf")), 1e-3 * torch.ones_like(y))
 
     y0 = torch.full((2, 4), 50.0)
     y, nfe = solve(f, y0, 0.0, 1.0, 1e-3, 1e-3, max_steps=100, method=method)
     torch.testing.assert_close(y, y0 + 1e-3)
     assert (nfe < 100).all()
+    assert torch.equal(nfe, calls)  # the second probe is counted

@@ -161,8 +161,8 @@ def solve(f, y0: torch.Tensor, t0: float, t1: float, rtol: float, atol: float, m
     every = torch.arange(b, device=y.device)
     k1 = f(t, y, every)
     nfe += 1
-    h = _initial_step(lambda tt, yy: f(tt, yy, every), t, y, k1, rtol, atol, t1 - t0, tab.error_order)
-    nfe += 1
+    h, retried = _initial_step(lambda tt, yy: f(tt, yy, every), t, y, k1, rtol, atol, t1 - t0, tab.error_order)
+    nfe += 1 + retried.long()
     active = torch.ones(b, dtype=torch.bool, device=y.device)
     exponent = -1.0 / (tab.error_order + 1)
     for _ in range(max_steps):
@@ -195,7 +195,8 @@ def solve(f, y0: torch.Tensor, t0: float, t1: float, rtol: float, atol: float, m
 def _initial_step(f, t, y, f0, rtol, atol, span, order=4):
     """Hairer, Norsett & Wanner's starting step, per row. Its probe at t + h0 may lie beyond t1; where f is not
     finite there (a VE-SDE with sigma_min = 3e-4 overflows float32 at t = 5) the step came out 0 and the solve never
-    left t0: those rows probe again at t + min(h0, span) (finite first steps are unchanged, bit for bit)."""
+    left t0: those rows probe again at t + min(h0, span) (finite first steps are unchanged, bit for bit).
+    Returns (step [B], whether the row needed that second probe [B])."""
     scale = atol + y.abs() * rtol
     d0, d1 = _rms(y / scale), _rms(f0 / scale)
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
@@ -211,4 +212,4 @@ def _initial_step(f, t, y, f0, rtol, atol, span, order=4):
     stalled = ~(torch.isfinite(h) & (h > 0))
     if stalled.any():
         h = torch.where(stalled, first_step(h0.clamp(max=span)), h)
-    return h
+    return h, stalled
