@@ -6,6 +6,7 @@ target ids of existing specs do not change."""
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -274,3 +275,24 @@ def test_a_stored_dp_target_that_skipped_rounds_is_reused_with_a_warning(tmp_pat
     caplog.clear()
     get_or_train(store, spec)
     assert "rounds" not in caplog.text
+
+
+@pytest.mark.parametrize("train, dp, clip", [
+    ({"lr": 1e30}, {}, "train.grad_clip (now 0; 0 = off)"),  # plain: the loss is NaN within a few steps
+    ({"lr": 2e-3}, {"epsilon": 10.0, "max_grad_norm": 1e300}, "dp.max_grad_norm (now 1e+300)"),  # sigma C overflows
+])
+def test_a_diverging_training_is_refused_in_one_line_not_scored_as_chance(digits64, train, dp, clip):
+    """A NaN / inf loss made the weights NaN and every attack then scored AUC 0.5, as if the target leaked
+    nothing (train.lr = 1e300 and dp.max_grad_norm = 1e300 both finished that way)."""
+    spec = tiny_spec(steps=20)
+    spec.train.lr, spec.train.grad_clip = train["lr"], 0.0
+    for k, v in dp.items():
+        setattr(spec.dp, k, v)
+    tail = re.escape(f"(train.lr = {train['lr']:g}); allowed: a smaller train.lr, or a smaller {clip}")
+    line = r"^training diverged: the loss is (nan|inf) at step \d+ of 20 " + tail + "$"
+    with pytest.raises(ConfigError, match=line):
+        train_target(spec, digits64, progress=False)
+
+
+def test_a_finite_training_is_not_refused(digits64):
+    assert math.isfinite(train_target(tiny_spec(steps=5), digits64, progress=False).final_loss)

@@ -18,6 +18,7 @@ import torch
 from diffusers import UNet2DModel
 
 from ..config import TargetSpec
+from ..errors import ConfigError
 from ..families import make_family
 from ..models import NoiseNet, build_unet, count_params, pick_device
 from ..progress import Progress
@@ -68,7 +69,7 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
     losses, t0 = [], time.monotonic()
     with Progress(spec.train.steps, f"train {spec.family.name} n={spec.train_size} eps={spec.dp.epsilon}",
                   enabled=progress) as bar:
-        for _ in range(spec.train.steps):
+        for step in range(spec.train.steps):
             idx = next(batches)
             opt.zero_grad(set_to_none=True)
             if len(idx) == 0:  # only DP-SGD's Poisson sampling draws an empty batch: a noise-only step
@@ -87,6 +88,8 @@ def train_target(spec: TargetSpec, images: np.ndarray, device=None, progress: bo
                 _ema_update(ema, unet, spec.train.ema_decay)
             if loss is not None:
                 losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    raise diverged(spec, step, losses[-1])
             bar.update(1, loss=losses[-1] if losses else math.nan)
     seconds = time.monotonic() - t0
     tail = losses[-max(1, len(losses) // 10):] or [math.nan]
@@ -157,6 +160,19 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters(), strict=True):
             e.lerp_(p.detach(), 1 - decay)
+
+
+def diverged(spec: TargetSpec, step: int, loss: float) -> ConfigError:
+    """A non-finite training loss: the update it drives makes the weights NaN (a NaN or infinite gradient stays so
+    through clipping), and such a target scored every attack at AUC 0.5, as if it leaked nothing (train.lr = 1e300
+    did). Refused in one line instead; a Tune trial does not retry it. Under DP-SGD this reveals nothing the
+    trained weights would not: they would be NaN."""
+    if math.isfinite(spec.dp.epsilon):
+        clip = f"a smaller dp.max_grad_norm (now {spec.dp.max_grad_norm:g})"
+    else:
+        clip = f"a smaller train.grad_clip (now {spec.train.grad_clip:g}; 0 = off)"
+    return ConfigError(f"training diverged: the loss is {loss} at step {step + 1} of {spec.train.steps} (train.lr = "
+                       f"{spec.train.lr:g}); allowed: a smaller train.lr, or {clip}")
 
 
 def _make_private(unet, opt, data, spec: TargetSpec, gen, device):
