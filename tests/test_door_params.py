@@ -173,3 +173,13 @@ def test_lira_references_are_capped(tmp_path, refs):
                                           r"\[2, 1024\]$"):
         load(tmp_path, [f"attacks={{lira: {{references: {refs}}}}}"])
     assert load(tmp_path, ["attacks={lira: {references: 1024}}"])[0].attacks["lira"].params.references == 1024
+
+
+@pytest.mark.parametrize("attack", ["pia", "pian", "sima"])
+@pytest.mark.parametrize("p", [1e300, 1e-300, 0, -1])
+def test_the_p_norm_exponent_is_bounded(tmp_path, attack, p):
+    """|d|^p summed in float64: p = 1e300 overflowed and p = 1e-300 made every |d|^p exactly 1, and both finished
+    at AUC 0.5 instead of refusing."""
+    with pytest.raises(ConfigError, match=rf"^attacks\.{attack}\.p = {re.escape(str(float(p)))}; allowed: a number "
+                                          r"in \[0\.01, 64\]$"):
+        load(tmp_path, [f"attacks={{{attack}: {{p: {p}}}}}"])
