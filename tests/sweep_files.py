@@ -36,6 +36,14 @@ def write_sweep(path, store: str, base: dict | None = None, **over) -> str:
     return str(path)
 
 
+def load_sweep(tmp_path, overrides=(), **over):
+    """``sweep_config.load`` of a tiny sweep written to ``tmp_path / "s.yaml"`` with ``over``, plus ``overrides``."""
+    from mia_ray import sweep_config
+
+    path = write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), **over)
+    return sweep_config.load(path, list(overrides))
+
+
 def read(root: str, table: str) -> pd.DataFrame:
     """One results table (``metrics``, ``scores``, ``targets``, ``splits``) of a sweep root, as pandas."""
     return pads.dataset(f"{root}/{table}", format="parquet").to_table().to_pandas()

@@ -9,13 +9,9 @@ import pytest
 import sweep_files
 
 from analysis.__main__ import main as analysis_main
-from mia_ray import sweep_config
 from mia_ray.errors import ConfigError
 
-
-def load(tmp_path, overrides=(), **over):
-    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), **over)
-    return sweep_config.load(path, list(overrides))
+load = sweep_files.load_sweep
 
 
 @pytest.mark.parametrize("override, line", [

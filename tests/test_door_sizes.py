@@ -22,9 +22,7 @@ from mia_ray.preflight import check_local_gpus
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load(tmp_path, overrides=(), **over):
-    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), **over)
-    return sweep_config.load(path, list(overrides))
+load = sweep_files.load_sweep
 
 
 @pytest.mark.parametrize("override, line", [
