@@ -80,17 +80,15 @@ def _check_size(config: dict, udir: str) -> None:
     """The config's UNet, counted on torch's meta device (nothing allocated), has at most the sweep's parameter cap
     and no more parameters than the weights hold: a config.json of [65536, 65536] channels beside small weights made
     the door build the UNet (68 GB asked of the allocator) before the strict load could refuse it."""
-    import torch
     from diffusers import UNet2DModel
     from safetensors import safe_open
 
-    from .models import count_params, quiet_diffusers
+    from .models import meta_count
     from .sweep_config import MAX_PARAMETERS
 
     file = os.path.join(udir, "config.json")
     try:
-        with torch.device("meta"), quiet_diffusers():
-            n = count_params(UNet2DModel.from_config(config))
+        n = meta_count(lambda: UNet2DModel.from_config(config))
     except Exception as e:  # diffusers raises ValueError, TypeError, ... for configs it cannot build
         raise ConfigError(f"{KEY}: cannot build the UNet2DModel of {file} ({type(e).__name__}: "
                           f"{' '.join(str(e).split())[:200]}); allowed: a UNet2DModel config") from None

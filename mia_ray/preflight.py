@@ -282,16 +282,15 @@ def check_writable(cfg) -> None:
         if problem:
             raise ConfigError(f"{key}: {problem}")
     root = results_root(cfg)
-    if "://" not in root:  # metrics/ as a file passed (the root was writable): the trial failed writing its rows
-        for entry in (*SCHEMAS, "report"):
-            path = os.path.join(root, entry)
-            if os.path.exists(path) and not os.path.isdir(path):
-                raise ConfigError(f"output: {path} is a file, not a folder; allowed: a results folder written by this "
-                                  "sweep (or give the sweep a new name or output)")
-        path = os.path.join(root, "sweep.yaml")
-        if os.path.isdir(path):
-            raise ConfigError(f"output: {path} is a folder, not a file; allowed: a results folder written by this "
-                              "sweep (or give the sweep a new name or output)")
+    if "://" in root:
+        return
+    # metrics/ as a file passed (the root was writable): the trial failed writing its rows
+    for entry, folder in [*((t, True) for t in (*SCHEMAS, "report")), ("sweep.yaml", False)]:
+        path = os.path.join(root, entry)
+        if os.path.exists(path) and os.path.isdir(path) != folder:
+            kinds = ("a file", "a folder") if folder else ("a folder", "a file")
+            raise ConfigError(f"output: {path} is {kinds[0]}, not {kinds[1]}; allowed: a results folder written by "
+                              "this sweep (or give the sweep a new name or output)")
 
 
 def check_remote(cfg) -> None:

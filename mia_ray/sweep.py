@@ -209,9 +209,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from . import preflight, sweep_config
+    from . import sweep_config
     from .data import SOURCES
-    from .preflight import check_data, check_local_cpus, check_remote, check_writable, node_types_from_setting
+    from .preflight import (
+        check_data,
+        check_local_cpus,
+        check_local_gpus,
+        check_remote,
+        check_writable,
+        node_types_from_setting,
+    )
     from .resume import check_resumable
 
     if args.output == "":  # was dropped: the results went to the YAML's output
@@ -238,7 +245,7 @@ def _run(args) -> int:
     ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)
     if address is None and not (ray and ray.is_initialized()):  # may be larger than this machine
         check_local_cpus(cfg.resources)
-        preflight.check_local_gpus(cfg.resources)
+        check_local_gpus(cfg.resources)
     check_remote(cfg)
     check_data(cfg)
     root = sweep_config.results_root(cfg)
