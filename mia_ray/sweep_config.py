@@ -45,6 +45,7 @@ def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, st
         raise ConfigError(f"sweep file {path!r} {what}; pass a YAML file such as sweeps/quickstart.yaml")
     cfg, merged = _merge(path, overrides)
     import_plugins(cfg.plugins)
+    _refuse_blank(cfg)
     _absolute_paths(cfg)
     validate(cfg)
     return cfg, _resolved_yaml(merged)
@@ -243,6 +244,18 @@ def _absolute_paths(cfg: SweepConfig) -> None:
         cfg.model.pretrained = os.path.abspath(os.path.expanduser(p))
 
 
+def _refuse_blank(cfg: SweepConfig) -> None:
+    """Optional text settings are null (the default) or say something: "" read as null (``model.pretrained: ""``
+    trained a model from scratch) and " " became a folder named " "."""
+    if not cfg.output.strip():  # "" made the results root /<name>
+        raise ConfigError(f"output = {cfg.output!r}; allowed: a folder path or a URI such as s3://bucket/prefix")
+    settings = {"store": cfg.store, "model.pretrained": cfg.model.pretrained}
+    settings |= {f"data.{k}": getattr(cfg.data, k) for k in ("path", "key", "members", "nonmembers")}
+    for key, v in settings.items():
+        if v is not None and not v.strip():
+            raise ConfigError(f"{key} = {v!r}; allowed: a non-blank path or name, or null (leave the key out)")
+
+
 def validate(cfg: SweepConfig) -> None:
     """Value checks that types cannot express; types ``cfg.attacks`` (name -> AttackSpec) in place."""
     if (not cfg.name.strip() or "/" in cfg.name or cfg.name in (".", "..")  # "..": results beside the output folder
@@ -250,8 +263,6 @@ def validate(cfg: SweepConfig) -> None:
             or len(os.fsencode(cfg.name)) > 255):  # a folder name: NAME_MAX bytes
         raise ConfigError(f"name = {cfg.name!r}; allowed: a non-empty folder name (at most 255 bytes) without '/' or "
                           "control characters, other than '.' and '..'")
-    if not cfg.output:  # "" made the results root /<name>
-        raise ConfigError("output = ''; allowed: a folder path or a URI such as s3://bucket/prefix")
     for key in ("output", "store"):  # s3:// joined with the name was s3:/<name>: a local folder 's3:', unchecked
         v = getattr(cfg, key)
         if v and "://" in v and not v.split("://", 1)[1].strip("/"):

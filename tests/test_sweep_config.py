@@ -134,6 +134,12 @@ def test_boolean_keys_take_true_or_false_only(tmp_path, over, line):
      r"characters, other than '\.' and '\.\.'$"),
     ({"name": "."}, r"^name = '\.'; allowed: "),
     ({"output": ""}, r"^output = ''; allowed: a folder path or a URI"),
+    ({"output": " "}, r"^output = ' '; allowed: a folder path or a URI"),  # was a folder named ' '
+    # blank optional paths were read as null: model.pretrained "" trained a model from scratch instead
+    ({"model": {"pretrained": ""}}, r"^model\.pretrained = ''; allowed: a non-blank path or name, or null"),
+    ({"data": {"key": " "}}, r"^data\.key = ' '; allowed: a non-blank path or name, or null \(leave the key out\)$"),
+    ({"data": {"members": ""}}, r"^data\.members = ''; allowed: a non-blank path"),
+    ({"data": {"path": "\t"}}, r"^data\.path = '\\t'; allowed: a non-blank path"),
     ({"train_sizes": {"a": 1}}, r"train_sizes has \{'a': 1\}; allowed: a list of values \(or one value\)$"),
     # a data.path without data.source trained on the bundled digits; data.key of a folder was ignored
     ({"data": {"path": "/data/ffhq64.h5"}}, r"^data\.path = '/data/ffhq64\.h5' is not read: data\.source = 'digits' "
@@ -153,6 +159,13 @@ def test_unusable_numbers_and_sizes_are_one_line(tmp_path, over, line):
     with pytest.raises(ConfigError, match=line) as e:
         load(tmp_path, **over)
     assert "\n" not in str(e.value)
+
+
+def test_a_blank_store_is_refused_not_made_a_folder_named_blank(tmp_path):
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", " ")
+    with pytest.raises(ConfigError, match=r"^store = ' '; allowed: a non-blank path or name, or null"):
+        sweep_config.load(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
 
 def test_large_seeds_that_fit_64_bits_are_kept(tmp_path):
