@@ -9,6 +9,7 @@ import sys
 from analysis.findings import check, format_findings
 from analysis.loader import AnalysisError, load
 from analysis.report import build_report, table_title
+from analysis.summary import nonfinite_warnings
 from analysis.tables import to_markdown
 from mia_ray.errors import OneLineParser
 from mia_ray.results import SCHEMAS, folder_problem
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, frame in tables.items():
         print(f"\n## {table_title(name)}\n")
         print(to_markdown(frame) if len(frame) else "(no rows)")
+    warnings = nonfinite_warnings(results)
+    if warnings:
+        print("\n" + "\n".join(warnings))
     print("\n" + format_findings(*check(results)))
     print(f"\nreport: {path}")
     return 0

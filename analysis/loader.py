@@ -131,13 +131,17 @@ def read_scores(
     step: int | Iterable[int] | None = None,
     trial_id: str | Iterable[str] | None = None,
     columns: list[str] | None = None,
+    nonfinite: bool = False,
 ) -> pd.DataFrame:
-    """Rows of ``scores/`` matching every filter given (a value or a list of values), read lazily."""
+    """Rows of ``scores/`` matching every filter given (a value or a list of values), read lazily;
+    ``nonfinite``: only scores that are NaN or ±inf."""
     filters = [
         _isin(name, value)
         for name, value in (("attack", attack), ("step", step), ("trial_id", trial_id))
         if value is not None
     ]
+    if nonfinite:
+        filters.append(~pc.is_finite(pc.field("score")))
     expr = None
     for f in filters:
         expr = f if expr is None else expr & f

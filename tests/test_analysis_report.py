@@ -97,3 +97,33 @@ def test_finish_is_what_a_sweep_prints_at_its_end(cli_run):
         want = "@200" if row[0].startswith("ddpm") else "@500"  # the fixture's best steps
         assert cells[loss].endswith(want) and "@" not in cells[likelihood], row
     assert text.count("[holds]") == 3
+
+
+def test_nonfinite_scores_are_named_where_the_results_are_printed(tmp_path, cli_run):
+    """NaN / ±inf scores are ranked by the metrics, not refused; the printed summary names them (target, attack,
+    how many of each kind, on how many samples), and a clean sweep prints no such line."""
+    import glob
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert "warning" not in analysis.finish(cli_run[0], report=False)[0] and "warning" not in cli_run[2]
+    root = build_results(str(tmp_path / "fixture"))
+    path = sorted(glob.glob(os.path.join(root, "scores", "**", "*.parquet"), recursive=True))[0]
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    at = frame.index[(frame["attack"] == "loss") & (frame["step"] == frame["step"].min())][:4]
+    frame.loc[at, "score"] = [np.nan, np.inf, -np.inf, np.nan]
+    i = table.schema.get_field_index("score")  # NaN kept as NaN, as the sweep writes it (from_pandas makes it null)
+    pq.write_table(table.set_column(i, "score", pa.array(frame["score"].to_numpy(), pa.float64())), path)
+    tid, samples = frame.loc[at[0], "trial_id"], frame.loc[at, "sample_id"].nunique()
+    want = (f"warning: {tid} loss: 4 score(s) not finite (2 NaN, 1 +inf, 1 -inf) on {samples} sample(s); ranked as "
+            "the least (NaN, -inf) or most (+inf) member-like, so its AUC also measures these failures (rows in "
+            "scores/)")
+    text, _ = analysis.finish(root, report=False)
+    assert [line for line in text.splitlines() if "warning" in line] == [want]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([root]) == 0
+    assert [line for line in printed.getvalue().splitlines() if "warning" in line] == [want]
