@@ -1,7 +1,10 @@
 """The paper's three findings, checked on a sweep's metrics with a step-wise attack (the loss attack), and
 (schema v2) whether every DP claim survives the privacy audit.
 
-1. Intermediate diffusion steps leak most: the best step lies strictly inside the evaluated range.
+1. Intermediate diffusion steps leak most: the best step lies strictly inside the evaluated range. A best step at
+   an end of that range refutes it only when the end is one of the diffusion's (step 0 or T - 1, T from the
+   targets' specs); otherwise the sweep did not evaluate far enough to tell (not tested: steps [10..200] peaking
+   at 200 say nothing about 200..999).
 2. Smaller training sets leak more: without DP, the best-step AUC falls as the training set grows.
 3. DP-SGD pushes the AUC towards 0.5: at the step where the model trained without DP leaks most, every
    finite ε is closer to chance than ε = ∞. (The DP model's own best step would be a maximum over noisy
@@ -24,6 +27,7 @@ chosen on the calibration half** -- unbiased, so DP is judged at each model's ow
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -62,24 +66,45 @@ def _leaks(row) -> bool:
     return bool(low > 0.5) if pd.notna(low) else bool(row["auc"] >= LEAK_AUC)
 
 
-def intermediate_steps(steps: pd.DataFrame, keys: list[str]) -> Finding:
+def last_steps(results) -> dict[str, int]:
+    """T - 1 of each family, from the targets' specs (empty without ``targets/``: then the evaluated ends count
+    as the diffusion's)."""
+    targets = getattr(results, "targets", None)
+    if targets is None or targets.empty or "spec_json" not in targets.columns:
+        return {}
+    out = {}
+    for family, spec in zip(targets["family"], targets["spec_json"], strict=True):
+        num_steps = json.loads(spec).get("family", {}).get("num_steps") if isinstance(spec, str) else None
+        if num_steps:
+            out[family] = int(num_steps) - 1
+    return out
+
+
+def intermediate_steps(steps: pd.DataFrame, keys: list[str], last_step: dict[str, int] | None = None) -> Finding:
     claim = "intermediate diffusion steps leak most"
     best = _plain(best_rows(steps, keys))
     leaking = [r for _, r in best.iterrows() if _leaks(r)]
     if steps["step"].nunique() < 3 or not leaking:
         why = "fewer than 3 steps evaluated" if steps["step"].nunique() < 3 else "no setting without DP leaks"
         return Finding(claim, None, [why])
-    ok, parts = True, []
+    verdicts, parts = [], []
     for r in leaking:
         s = steps[(steps[keys] == r[keys]).all(axis=1)].sort_values("step")
         first, last = s.iloc[0], s.iloc[-1]
-        interior = first["step"] < r["step"] < last["step"]
-        ok &= interior
-        parts.append(
-            f"{_label(r, keys, '')}: step {first['step']} {first['auc']:.2f}, best step {r['step']} "
-            f"{r['auc']:.2f}, step {last['step']} {last['auc']:.2f}"
-        )
-    return Finding(claim, bool(ok), parts)
+        line = (f"{_label(r, keys, '')}: step {first['step']} {first['auc']:.2f}, best step {r['step']} "
+                f"{r['auc']:.2f}, step {last['step']} {last['auc']:.2f}")
+        end = (last_step or {}).get(r.get("family"))
+        ends = (first["step"], last["step"]) if end is None else (0, end)  # T unknown: the evaluated ends
+        if first["step"] < r["step"] < last["step"]:
+            verdicts.append(True)
+        elif r["step"] in ends:  # best at the diffusion's own first or last step
+            verdicts.append(False)
+        else:  # best at an evaluated end inside the diffusion: the curve may rise beyond it
+            verdicts.append(None)
+            line += f" (best at an end of the steps evaluated, inside 0..{end}: evaluate beyond it to test)"
+        parts.append(line)
+    holds = False if False in verdicts else (None if None in verdicts else True)
+    return Finding(claim, holds, parts)
 
 
 def smaller_sets(best: pd.DataFrame, keys: list[str], basis: str = ORACLE) -> Finding:
@@ -201,11 +226,11 @@ def check(results: Results, attack: str | None = None) -> tuple[str | None, list
         return attack, []
     best = best_rows(steps, keys)
     cal = calibrated_settings(results, attack, keys)
+    first = intermediate_steps(steps, keys, last_steps(results))
     if cal.empty:
-        found = [intermediate_steps(steps, keys), smaller_sets(best, keys), dp_towards_chance(steps, keys)]
+        found = [first, smaller_sets(best, keys), dp_towards_chance(steps, keys)]
     else:
-        found = [intermediate_steps(steps, keys), smaller_sets(cal, keys, CALIBRATED),
-                 dp_towards_chance_calibrated(cal, keys)]
+        found = [first, smaller_sets(cal, keys, CALIBRATED), dp_towards_chance_calibrated(cal, keys)]
     audit = dp_claims_hold(results)
     return attack, found + ([audit] if audit is not None else [])
 

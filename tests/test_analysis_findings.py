@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -79,3 +80,28 @@ def test_a_sweep_without_the_axis_says_not_tested(aucs, index, why):
     found = check(_metrics(aucs))[1][index]
     assert found.holds is None and why in found.evidence[0]
     assert "[not tested]" in format_findings("loss", check(_metrics(aucs))[1])
+
+
+def _with_targets(results, num_steps: int = 1000):
+    """The metrics plus a targets/ frame whose specs give the diffusion's T (as the sweep writes spec_json)."""
+    ids = results.metrics.drop_duplicates("trial_id")
+    spec = json.dumps({"family": {"name": "ddpm", "num_steps": num_steps}})
+    results.targets = pd.DataFrame({"trial_id": ids["trial_id"], "family": ids["family"], "spec_json": spec})
+    return results
+
+
+@pytest.mark.parametrize("curve, holds", [
+    ({10: 0.6, 50: 0.62, 200: 0.66}, None),  # best at 200, the last step evaluated but not the diffusion's
+    ({10: 0.7, 50: 0.62, 200: 0.6}, None),  # best at 10: the curve may peak between 0 and 10
+    ({0: 0.7, 50: 0.62, 200: 0.6}, False),  # best at step 0: the diffusion's own end refutes it
+    ({10: 0.6, 50: 0.62, 999: 0.7}, False),  # best at T - 1
+    ({10: 0.6, 50: 0.72, 200: 0.6}, True),
+])
+def test_a_best_step_at_an_end_of_a_partial_range_is_not_a_refutation(curve, holds):
+    """audit_small scores steps 10..200 of 1000: peaking at 200 said "does NOT hold", though 200 is an intermediate
+    step of the diffusion; only a peak at step 0 or T - 1 refutes the finding."""
+    found = check(_with_targets(_metrics({("ddpm", 64, INF): curve})))[1][0]
+    assert found.holds is holds, found.evidence
+    assert ("evaluate beyond it" in found.evidence[0]) is (holds is None)
+    # without targets/ (T unknown) the evaluated ends count as the diffusion's: the documented older rule
+    assert check(_metrics({("ddpm", 64, INF): curve}))[1][0].holds is (holds is True)
