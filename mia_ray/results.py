@@ -308,8 +308,27 @@ REFERENCES = pa.schema(
 )
 SCHEMAS["references"] = REFERENCES
 TABLE_ADDED_IN["references"] = 2
-OPTIONAL_TABLES = (*OPTIONAL_TABLES, "references")  # written only by trials with a reference attack (lira)
-WRITE_ORDER = ("scores", "splits", "targets", "calibrated", "audit", "references", "metrics")  # metrics last
+# ... and each reference model's raw statistic of every scored sample: with references/ and scores/ (the target's
+# statistic) an auditor recomputes every LiRA score from the Parquet files alone, without the models.
+REFERENCE_SCORES = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("target_id", pa.string()),
+        ("reference_id", pa.string()),
+        ("reference_index", pa.int64()),
+        ("attack", pa.string()),
+        ("step", pa.int64()),
+        ("sample_id", pa.int64()),
+        ("statistic", pa.float64()),
+        ("schema_version", pa.int32()),
+    ]
+)
+SCHEMAS["reference_scores"] = REFERENCE_SCORES
+TABLE_ADDED_IN["reference_scores"] = 2
+OPTIONAL_TABLES = (*OPTIONAL_TABLES, "references", "reference_scores")  # only trials with a reference attack
+WRITE_ORDER = ("scores", "splits", "targets", "calibrated", "audit", "references", "reference_scores",
+               "metrics")  # metrics last
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,6 +410,19 @@ def reference_rows(keys: dict, trial: Trial, reference_ids: list[str], pool_size
         for r, rid in enumerate(reference_ids)
         for i, m in zip(u, half_mask(spec.train_size, spec.seed, r).tolist(), strict=True)
     ]
+
+
+def reference_score_rows(keys: dict, references: list, attacks: set[str]) -> list[dict]:
+    """``reference_scores/``: the statistic of each reference model (index order) for every sample, step and
+    reference attack it was scored by; ``references``: (Target, long-format score columns) pairs."""
+    rows = []
+    for r, (ref, cols) in enumerate(references):
+        for attack, step, sid, stat in zip(cols["attack"], cols["step"], cols["sample_id"], cols["statistic"],
+                                           strict=True):
+            if str(attack) in attacks:
+                rows.append({**keys, "reference_id": ref.target_id, "reference_index": r, "attack": str(attack),
+                             "step": as_step(step), "sample_id": int(sid), "statistic": float(stat)})
+    return rows
 
 
 def metric_rows(keys: dict, trial: Trial, meta: dict, scores: dict, n_boot: int) -> list[dict]:

@@ -128,6 +128,8 @@ def write_results(
     if references:
         tables["references"] = results.reference_rows(keys, trial, [t.target_id for t, _ in references],
                                                       split.pool_size)
+        names = {a.name for a in reference_attacks(trial)}
+        tables["reference_scores"] = results.reference_score_rows(keys, references, names)
     if utility is not None:
         results.write_grid(root, trial.trial_id, utility["grid_png"])
     if len(canary):

@@ -211,6 +211,25 @@ def test_trial_with_references_beats_chance_and_records_the_halves(lira_trial, s
     s = scores.set_index(["attack", "step", "sample_id"]).sort_index()
     np.testing.assert_array_equal(s.loc["lira"].statistic.to_numpy(), s.loc["loss"].statistic.to_numpy())
     assert not np.allclose(s.loc["lira"].score.to_numpy(), s.loc["loss"].score.to_numpy())
+    # every LiRA score is recomputed from the Parquet files alone (no model), by the README's formula: online,
+    # global variance, on phi = log(loss); IN / OUT from references/, the references' losses from reference_scores/
+    ref = read(root, "reference_scores").merge(refs[["reference_index", "sample_id", "included"]],
+                                               on=["reference_index", "sample_id"], validate="many_to_one")
+    assert len(ref) == R * 2 * MEMBERS * 2 and set(ref.attack) == {"lira"}  # R refs x scored samples x 2 steps
+    assert set(ref.reference_id) == set(refs.reference_id)
+    ref["phi"] = np.log(ref.statistic)
+    for step, g in ref.groupby("step"):
+        fits = {}
+        for inc, h in g.groupby("included"):
+            by = h.groupby("sample_id").phi
+            dev = h.phi - by.transform("mean")
+            sd = np.sqrt((dev**2).sum() / (by.count() - 1).sum())  # pooled over samples (global_variance)
+            fits[inc] = (by.mean(), sd)
+        lira = s.loc[("lira", step)]
+        phi = np.log(lira.statistic)
+        want = (stats.norm.logpdf(phi, fits[True][0].loc[phi.index], fits[True][1])
+                - stats.norm.logpdf(phi, fits[False][0].loc[phi.index], fits[False][1]))
+        np.testing.assert_allclose(lira.score.to_numpy(), np.asarray(want), rtol=1e-9, atol=1e-9)
 
 
 def test_interrupted_reference_training_resumes_without_duplicates(lira_trial, store_dir, tmp_path):
