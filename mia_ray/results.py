@@ -652,3 +652,10 @@ def trial_done(root: str, trial_id: str) -> bool:
     fs, base = filesystem(root)
     infos = fs.get_file_info([f"{base}/{t}/{trial_id}.parquet" for t in TABLES])
     return all(i.type == pafs.FileType.File for i in infos)
+
+
+def tables_written(root: str) -> list[str]:
+    """The results tables that exist under ``root``, in schema order (the optional ones only when written)."""
+    fs, base = filesystem(root)
+    infos = fs.get_file_info([f"{base}/{t}" for t in SCHEMAS])
+    return [t for t, i in zip(SCHEMAS, infos, strict=True) if i.type == pafs.FileType.Directory]

@@ -294,7 +294,7 @@ def _print_results(root: str, trials: list, report: bool) -> None:
     """The analysis of what was written (one call into ``analysis``: it reads only the Parquet results)."""
     from analysis import AnalysisError, finish
 
-    from .results import SCHEMA_VERSION, TABLES, trial_done
+    from .results import SCHEMA_VERSION, tables_written, trial_done
 
     if not any(trial_done(root, t.trial_id) for t in trials):
         print("error: no trial finished: nothing to summarise or report", file=sys.stderr)
@@ -306,7 +306,7 @@ def _print_results(root: str, trials: list, report: bool) -> None:
         return
     print()
     print(text)
-    print(f"\nresults: {root}/{{{','.join(TABLES)}}}/  (schema v{SCHEMA_VERSION})")
+    print(f"\nresults: {root}/{{{','.join(tables_written(root))}}}/  (schema v{SCHEMA_VERSION})")
     if path:
         print(f"report: {path}")
 
