@@ -22,3 +22,47 @@ def test_a_blank_estimate_from_is_refused_not_a_real_sweep(tmp_path, capsys, mon
     assert err == f"error: --estimate-from {blank!r}; allowed: the path of a timings JSON file (benchmarks/" \
                   "gpu_check.py writes one), or --estimate to time this machine\n"
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+# --- data files ----------------------------------------------------------------------------------------------
+
+
+def data_cfg(source: str, path, **kw):
+    from mia_ray.config import DataConfig
+
+    return DataConfig(source=source, path=str(path), resolution=8, channels=1, **kw)
+
+
+def check_pool(source: str, path, **kw):
+    """The door's pool check of one source (scan, no cache): what ``check_data`` runs before Ray starts."""
+    from mia_ray.data import open_source
+    from mia_ray.data.validate import check_pool as check
+
+    return check(open_source(data_cfg(source, path, **kw)))
+
+
+def test_images_of_zero_rows_or_columns_are_refused_not_read_as_blank(tmp_path):
+    """(400, 0, 8) uint8 was accepted: every image resized from nothing, all members equal to all non-members."""
+    import h5py
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mia_ray.errors import DataError
+
+    np.save(tmp_path / "h0.npy", np.zeros((40, 0, 8), np.uint8))
+    np.save(tmp_path / "w0.npy", np.zeros((40, 3, 8, 0), np.uint8))
+    with h5py.File(tmp_path / "w0.h5", "w") as f:
+        f.create_dataset("images", shape=(40, 8, 0), dtype="u1")
+    lists = pa.table({"image": [[[]]] * 40}, schema=pa.schema([("image", pa.list_(pa.list_(pa.float32())))]))
+    pq.write_table(lists, tmp_path / "w0.parquet")
+    for source, file, shape in [("npz", "h0.npy", r"\(40, 0, 8\) \(NHW\) holds images of 0x8"),
+                                ("npz", "w0.npy", r"\(40, 3, 8, 0\) \(NCHW\) holds images of 8x0"),
+                                ("hdf5", "w0.h5", r"\(40, 8, 0\) \(NHW\) holds images of 8x0"),
+                                ("parquet", "w0.parquet", r"\(1, 1, 0\) \(NHW\) holds images of 1x0")]:
+        with pytest.raises(DataError, match=rf"{file}.*: image array of shape {shape} pixels; allowed: images of "
+                                            r"at least 1x1 pixels, NHW, NCHW or NHWC with 1 or 3 channels$") as e:
+            check_pool(source, tmp_path / file)
+        assert "\n" not in str(e.value)
+    np.save(tmp_path / "ok.npy", np.zeros((40, 1, 1), np.uint8) + np.arange(40, dtype=np.uint8)[:, None, None])
+    assert check_pool("npz", tmp_path / "ok.npy").n == 40  # 1x1 images are images: upsampled like any other
