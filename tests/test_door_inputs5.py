@@ -66,3 +66,55 @@ def test_images_of_zero_rows_or_columns_are_refused_not_read_as_blank(tmp_path):
         assert "\n" not in str(e.value)
     np.save(tmp_path / "ok.npy", np.zeros((40, 1, 1), np.uint8) + np.arange(40, dtype=np.uint8)[:, None, None])
     assert check_pool("npz", tmp_path / "ok.npy").n == 40  # 1x1 images are images: upsampled like any other
+
+
+def _flip(path, lo: float, hi: float) -> None:
+    """XOR the bytes between fractions ``lo`` and ``hi`` of the file (a damaged disk or transfer)."""
+    b = bytearray(path.read_bytes())
+    for k in range(int(len(b) * lo), int(len(b) * hi)):
+        b[k] ^= 0x77
+    path.write_bytes(bytes(b))
+
+
+def test_damaged_array_files_are_one_line_not_tracebacks(tmp_path):
+    """Headers intact, data damaged: a corrupt deflate stream in an .npz (zlib.error), an .npz member shorter than
+    its header says (numpy's EOF ValueError), a gzip chunk of an HDF5 dataset (OSError), a zstd page of a Parquet
+    file (OSError) were tracebacks of the door's scan (or of a trial, once Ray had started)."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mia_ray.errors import DataError
+
+    u8 = np.random.default_rng(0).integers(0, 256, (300, 8, 8), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "z.npz", images=u8)
+    _flip(tmp_path / "z.npz", 0.3, 0.6)
+    raw = io.BytesIO()
+    np.save(raw, u8)
+    with zipfile.ZipFile(tmp_path / "short.npz", "w") as z:
+        z.writestr("images.npy", raw.getvalue()[:-500])
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("images", data=u8, chunks=(1, 8, 8), compression="gzip")
+    b = bytearray((tmp_path / "c.h5").read_bytes())
+    b[-300:-200] = b"\xff" * 100  # the last chunks
+    (tmp_path / "c.h5").write_bytes(bytes(b))
+    lists = pa.table({"image": [x.tolist() for x in u8]}, schema=pa.schema([("image", pa.list_(pa.list_(pa.uint8())))]))
+    pq.write_table(lists, tmp_path / "c.parquet", compression="zstd")
+    _flip(tmp_path / "c.parquet", 0.25, 0.5)
+    for source, file, line in [
+        ("npz", "z.npz", r"z\.npz array 'images': cannot read (it|its header) \(.*\); allowed: a complete \.npz as "
+                         r"numpy\.savez / numpy\.savez_compressed write it$"),
+        ("npz", "short.npz", r"short\.npz array 'images': cannot read it \(EOF: reading array data, expected 19200 "
+                             r"bytes got 18700\); allowed: a complete \.npz"),
+        ("hdf5", "c.h5", r"c\.h5 dataset 'images' rows 256\.\.299: cannot read them \(.*filter returned failure"
+                         r".*\); allowed: an HDF5 file whose image dataset reads whole"),
+        ("parquet", "c.parquet", r"c\.parquet column 'image' row group 0: cannot read it \(.*\); allowed: a Parquet "
+                                 r"file whose image column reads whole \(write it again\)$"),
+    ]:
+        with pytest.raises(DataError, match=rf"^data\.path: \S+{line}") as e:
+            check_pool(source, tmp_path / file)
+        assert "\n" not in str(e.value)

@@ -102,13 +102,20 @@ class ParquetSource(Source):
 
     def _values(self, uniq: np.ndarray) -> list:
         """Column values (arrow scalars) of the sorted unique ids, reading only their row groups."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         group_of = np.searchsorted(self.starts, uniq, side="right") - 1
         values: list = []
         for g in np.unique(group_of):
             fi, rg = self.groups[g]
-            col = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=[self.key]).column(self.key)
+            try:
+                col = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=[self.key]).column(self.key)
+            except (pa.ArrowException, OSError) as e:  # a damaged page ("Unexpected end of stream") was a traceback
+                raise DataError(
+                    f"{self._where(self.files[fi])} row group {rg}: cannot read it ({' '.join(str(e).split())}); "
+                    "allowed: a Parquet file whose image column reads whole (write it again)"
+                ) from None
             values.extend(col.take(uniq[group_of == g] - self.starts[g]))
         return values
 
