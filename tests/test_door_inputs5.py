@@ -118,3 +118,37 @@ def test_damaged_array_files_are_one_line_not_tracebacks(tmp_path):
         with pytest.raises(DataError, match=rf"^data\.path: \S+{line}") as e:
             check_pool(source, tmp_path / file)
         assert "\n" not in str(e.value)
+
+
+def test_a_parquet_folder_mixing_column_kinds_is_refused_naming_both_files(tmp_path):
+    """PNG bytes in a.parquet, nested lists in b.parquet: the last file's kind decoded every row, and a.parquet's PNG
+    bytes were refused as 'ragged nested lists' (the wrong reason); a float tensor beside uint8 lists read both."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from mia_ray.errors import DataError
+
+    u8 = np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8)
+
+    def png(x):
+        b = io.BytesIO()
+        Image.fromarray(x).save(b, "PNG")
+        return b.getvalue()
+
+    lists = pa.schema([("image", pa.list_(pa.list_(pa.uint8())))])
+    (tmp_path / "mixed").mkdir()
+    pq.write_table(pa.table({"image": [png(x) for x in u8[:20]]}), tmp_path / "mixed" / "a.parquet")
+    pq.write_table(pa.table({"image": [x.tolist() for x in u8[20:]]}, schema=lists), tmp_path / "mixed" / "b.parquet")
+    with pytest.raises(DataError, match=r"^data\.path: column 'image' is binary in \S+a\.parquet but list<element: "
+                                        r"list<element: uint8>> in \S+b\.parquet; allowed: one kind of image "
+                                        r"column \(encoded bytes, nested lists of one dtype, one tensor shape\) in "
+                                        r"every file$"):
+        check_pool("parquet", tmp_path / "mixed")
+    (tmp_path / "same").mkdir()  # one kind in every file: read as before
+    pq.write_table(pa.table({"image": [x.tolist() for x in u8[:20]]}, schema=lists), tmp_path / "same" / "a.parquet")
+    pq.write_table(pa.table({"image": [x.tolist() for x in u8[20:]]}, schema=lists), tmp_path / "same" / "b.parquet")
+    assert check_pool("parquet", tmp_path / "same").n == 40

@@ -61,6 +61,7 @@ class ParquetSource(Source):
             raise DataError(f"data.path: folder {self.path} holds no .parquet files")
         self.groups: list[tuple[int, int]] = []  # (file index, row group) in id order
         sizes: list[int] = []
+        first: tuple = ()  # the first file's column type and kind
         for fi, file in enumerate(self.files):
             try:
                 pf = pq.ParquetFile(file)
@@ -71,9 +72,18 @@ class ParquetSource(Source):
             names = pf.schema_arrow.names
             if self.key not in names:
                 raise DataError(f"data.key: no column {self.key!r} in {file}; available: {', '.join(names)}")
-            self.kind, self.dtype = _column_kind(pf.schema_arrow.field(self.key).type, self._where(file))
+            t = pf.schema_arrow.field(self.key).type
+            kind = _column_kind(t, self._where(file)), getattr(t, "shape", None)
+            if fi == 0:
+                first = (t, kind)
+            if kind != first[1]:  # the last file's kind was used to decode every file's rows
+                raise DataError(
+                    f"data.path: column {self.key!r} is {first[0]} in {self.files[0]} but {t} in {file}; allowed: one "
+                    "kind of image column (encoded bytes, nested lists of one dtype, one tensor shape) in every file"
+                )
+            self.kind, self.dtype = kind[0]
             if self.kind == "tensor":
-                self.layout = layout_of((0, *pf.schema_arrow.field(self.key).type.shape), self._where(file))
+                self.layout = layout_of((0, *t.shape), self._where(file))
             for g in range(pf.metadata.num_row_groups):
                 self.groups.append((fi, g))
                 sizes.append(pf.metadata.row_group(g).num_rows)
