@@ -118,8 +118,18 @@ def check_checkpoint(path: str, channels: int, resolution: int, family: str | No
     _check_safetensors(os.path.join(udir, WEIGHTS))
     _fits(config, udir, channels, resolution)
     _check_size(config, udir)
-    load_unet(udir, key=KEY)
+    _check_finite(load_unet(udir, key=KEY), os.path.join(udir, WEIGHTS))
     return fam
+
+
+def _check_finite(unet, file: str) -> None:
+    """Every weight is finite: a NaN or inf weight made every score NaN (ranked silently by the metrics)."""
+    import torch
+
+    for name, tensor in unet.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(f"{KEY}: {file} holds NaN or inf in {name!r}; allowed: finite weights (a checkpoint "
+                              "saved before training diverged)")
 
 
 __all__ = ["ALLOWED", "check_checkpoint"]

@@ -152,3 +152,35 @@ def test_a_parquet_folder_mixing_column_kinds_is_refused_naming_both_files(tmp_p
     pq.write_table(pa.table({"image": [x.tolist() for x in u8[:20]]}, schema=lists), tmp_path / "same" / "a.parquet")
     pq.write_table(pa.table({"image": [x.tolist() for x in u8[20:]]}, schema=lists), tmp_path / "same" / "b.parquet")
     assert check_pool("parquet", tmp_path / "same").n == 40
+
+
+# --- model.pretrained ----------------------------------------------------------------------------------------
+
+
+def _unet(**config):
+    from diffusers import UNet2DModel
+
+    base = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                norm_num_groups=8)
+    return UNet2DModel(**{**base, **config})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_checkpoint_with_nan_or_inf_weights_is_refused(tmp_path, value):
+    """It loaded strictly and passed: every attack's score was NaN, ranked silently by the metrics."""
+    import torch
+
+    from mia_ray.checkpoint import check_checkpoint
+    from mia_ray.errors import ConfigError
+
+    unet = _unet()
+    with torch.no_grad():
+        unet.conv_out.bias[0] = value
+    unet.save_pretrained(tmp_path / "u", safe_serialization=True)
+    with pytest.raises(ConfigError, match=r"^model\.pretrained: \S+/u/diffusion_pytorch_model\.safetensors holds NaN "
+                                          r"or inf in 'conv_out\.bias'; allowed: finite weights \(a checkpoint saved "
+                                          r"before training diverged\)$"):
+        check_checkpoint(str(tmp_path / "u"), 1, 8)
+    _unet().save_pretrained(tmp_path / "ok", safe_serialization=True)
+    assert check_checkpoint(str(tmp_path / "ok"), 1, 8) is None
