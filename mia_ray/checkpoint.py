@@ -68,6 +68,12 @@ def _fits(config: dict, udir: str, channels: int, resolution: int) -> None:
                 f"{KEY}: {udir} has {k} = {config.get(k)} but data.channels = {channels}; allowed: "
                 f"data.channels = {config.get(k)} for this checkpoint"
             )
+    for k in ("class_embed_type", "num_class_embeds"):  # the attacks call it without class labels: diffusers refused
+        if config.get(k) is not None:  # each call ("class_labels should be provided"), in a trial, after Ray started
+            raise ConfigError(
+                f"{KEY}: {udir} has {k} = {config[k]!r} (a class-conditional UNet); allowed: {k} null (an "
+                "unconditional UNet2DModel: the attacks give it no class labels)"
+            )
     emb = config.get("time_embedding_type", "positional")
     if emb != "positional":
         raise ConfigError(

@@ -184,3 +184,16 @@ def test_a_checkpoint_with_nan_or_inf_weights_is_refused(tmp_path, value):
         check_checkpoint(str(tmp_path / "u"), 1, 8)
     _unet().save_pretrained(tmp_path / "ok", safe_serialization=True)
     assert check_checkpoint(str(tmp_path / "ok"), 1, 8) is None
+
+
+def test_a_class_conditional_unet_is_refused_at_the_door(tmp_path):
+    """num_class_embeds passed the door; each attack's first call raised diffusers' 'class_labels should be provided
+    when doing class conditioning' in a trial, after Ray had started."""
+    from mia_ray.checkpoint import check_checkpoint
+    from mia_ray.errors import ConfigError
+
+    _unet(num_class_embeds=10).save_pretrained(tmp_path / "u", safe_serialization=True)
+    with pytest.raises(ConfigError, match=r"^model\.pretrained: \S+/u has num_class_embeds = 10 \(a class-conditional "
+                                          r"UNet\); allowed: num_class_embeds null \(an unconditional UNet2DModel: "
+                                          r"the attacks give it no class labels\)$"):
+        check_checkpoint(str(tmp_path / "u"), 1, 8)
