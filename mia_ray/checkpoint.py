@@ -63,10 +63,13 @@ def _fits(config: dict, udir: str, channels: int, resolution: int) -> None:
             f"data.resolution = {sizes[0]} for this checkpoint"
         )
     for k in ("in_channels", "out_channels"):
-        if config.get(k) != channels:
+        v = config.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:  # "1" said "in_channels = 1 but data.channels = 1"
+            raise ConfigError(f"{KEY}: {udir} has {k} = {v!r}; allowed: a positive integer in its config.json")
+        if v != channels:
             raise ConfigError(
-                f"{KEY}: {udir} has {k} = {config.get(k)} but data.channels = {channels}; allowed: "
-                f"data.channels = {config.get(k)} for this checkpoint"
+                f"{KEY}: {udir} has {k} = {v} but data.channels = {channels}; allowed: "
+                f"data.channels = {v} for this checkpoint"
             )
     for k in ("class_embed_type", "num_class_embeds"):  # the attacks call it without class labels: diffusers refused
         if config.get(k) is not None:  # each call ("class_labels should be provided"), in a trial, after Ray started

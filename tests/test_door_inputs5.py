@@ -197,3 +197,18 @@ def test_a_class_conditional_unet_is_refused_at_the_door(tmp_path):
                                           r"UNet\); allowed: num_class_embeds null \(an unconditional UNet2DModel: "
                                           r"the attacks give it no class labels\)$"):
         check_checkpoint(str(tmp_path / "u"), 1, 8)
+
+
+def test_channels_that_are_not_integers_are_named_not_contradicted(tmp_path):
+    """in_channels "1" said 'has in_channels = 1 but data.channels = 1; allowed: data.channels = 1'."""
+    import json
+
+    from mia_ray.checkpoint import check_checkpoint
+    from mia_ray.errors import ConfigError
+
+    _unet().save_pretrained(tmp_path / "u", safe_serialization=True)
+    config = json.loads((tmp_path / "u" / "config.json").read_text())
+    (tmp_path / "u" / "config.json").write_text(json.dumps({**config, "in_channels": "1"}))
+    with pytest.raises(ConfigError, match=r"^model\.pretrained: \S+/u has in_channels = '1'; allowed: a positive "
+                                          r"integer in its config\.json$"):
+        check_checkpoint(str(tmp_path / "u"), 1, 8)
