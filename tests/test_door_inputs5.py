@@ -212,3 +212,75 @@ def test_channels_that_are_not_integers_are_named_not_contradicted(tmp_path):
     with pytest.raises(ConfigError, match=r"^model\.pretrained: \S+/u has in_channels = '1'; allowed: a positive "
                                           r"integer in its config\.json$"):
         check_checkpoint(str(tmp_path / "u"), 1, 8)
+
+
+# --- duplicates ----------------------------------------------------------------------------------------------
+
+
+def test_a_pool_holding_one_image_twice_is_refused_naming_both_copies(tmp_path):
+    """A drawn split keeps sample ids apart, not contents: the two copies of an image could be drawn as a member and
+    as a non-member, and a 'non-member' was then trained on. Both copies are named, by file where images are files;
+    the refusal also comes from the scan record of the pool, and a record written before the check scans again."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from mia_ray.data import open_source
+    from mia_ray.data import validate as pool_validate
+    from mia_ray.errors import DataError
+
+    u8 = np.random.default_rng(0).integers(0, 256, (60, 8, 8), dtype=np.uint8)
+    u8[41] = u8[7]
+    np.save(tmp_path / "p.npy", u8)
+    line = (r"^data\.path: image 41 \(\S+p\.npy image 41\) is identical to image 7 \(\S+p\.npy image 7\); allowed: "
+            r"distinct images \(a copy can be drawn as a member and as a non-member, or be scored twice\)$")
+    cache = str(tmp_path / "cache")
+    for _ in range(2):  # a scan, then the record of that scan
+        with pytest.raises(DataError, match=line):
+            pool_validate.check_pool(open_source(data_cfg("npz", tmp_path / "p.npy")), cache)
+    (record,) = Path(cache).glob("*.json")
+    old = json.loads(record.read_text())
+    assert old["duplicate"] == [7, 41]
+    record.write_text(json.dumps({k: v for k, v in old.items() if k not in ("duplicate", "shapes")}
+                                 | {"format": "mia_ray.pool_scan/2"}))  # passed before duplicates were checked
+    with pytest.raises(DataError, match=line):
+        pool_validate.check_pool(open_source(data_cfg("npz", tmp_path / "p.npy")), cache)
+
+    (tmp_path / "f").mkdir()
+    for i, x in enumerate(u8[:40]):
+        Image.fromarray(x).save(tmp_path / "f" / f"{i:02d}.png")
+    shutil.copy(tmp_path / "f" / "05.png", tmp_path / "f" / "05 copy.png")
+    with pytest.raises(DataError, match=r"^data\.path: image 6 \(\S+/f/05\.png\) is identical to image 5 "
+                                        r"\(\S+/f/05 copy\.png\); allowed: distinct images"):  # ' ' sorts before '.'
+        check_pool("folder", tmp_path / "f")
+    (tmp_path / "f" / "05 copy.png").unlink()
+    assert check_pool("folder", tmp_path / "f").n == 40
+
+
+def test_given_sets_holding_an_image_twice_are_refused_naming_the_set(tmp_path, monkeypatch):
+    """Within a given set a copy was scored twice (two 'independent' samples: confidence intervals too narrow)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mia_ray.config import DataConfig
+    from mia_ray.door import check_content, open_pool
+    from mia_ray.errors import DataError
+
+    monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))  # not the user's
+    u8 = np.random.default_rng(1).integers(0, 256, (60, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "m.npy", u8[:30])
+    nm = u8[30:].copy()
+    nm[20] = nm[3]
+    np.save(tmp_path / "nm.npy", nm)
+    data = DataConfig(source="npz", resolution=8, channels=1)
+    data.members, data.nonmembers = str(tmp_path / "m.npy"), str(tmp_path / "nm.npy")
+    cfg = SimpleNamespace(data=data)
+    with pytest.raises(DataError, match=r"^data\.nonmembers: image 20 \(\S+nm\.npy image 20\) is identical to image 3 "
+                                        r"\(\S+nm\.npy image 3\); allowed: distinct images"):
+        check_content(cfg, open_pool(cfg))
+    np.save(tmp_path / "nm.npy", u8[30:])
+    check_content(cfg, open_pool(cfg))

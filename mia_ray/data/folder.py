@@ -37,5 +37,8 @@ class FolderSource(Source):
         paths = [self.path / self.files[i] for i in ids]
         return [decode_image(p, self.cfg.channels, str(p)) for p in paths]
 
+    def image_name(self, i: int) -> str:
+        return str(self.path / self.files[i])
+
     def files_to_fingerprint(self) -> list:
         return [self.path / f for f in self.files]

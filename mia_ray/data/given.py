@@ -110,10 +110,7 @@ def check_disjoint(pool: GivenSource, digests: list[str]) -> None:
 
 
 def _name(source: Source, i: int) -> str:
-    files = getattr(source, "files", None)
-    if files is not None and source.path is not None and source.path.is_dir() and source.name == "folder":
-        return str(source.path / files[i])
-    return f"{source.where()} image {i}"
+    return source.image_name(i)
 
 
 __all__ = ["GivenSource", "check_disjoint", "given_split", "open_given"]

@@ -129,6 +129,9 @@ class ParquetSource(Source):
             values.extend(col.take(uniq[group_of == g] - self.starts[g]))
         return values
 
+    def image_name(self, i: int) -> str:
+        return self._where(self._file_of(i), i)
+
     def _file_of(self, i: int):
         return self.files[self.groups[np.searchsorted(self.starts, i, side="right") - 1][0]]
 
