@@ -284,3 +284,43 @@ def test_given_sets_holding_an_image_twice_are_refused_naming_the_set(tmp_path, 
         check_content(cfg, open_pool(cfg))
     np.save(tmp_path / "nm.npy", u8[30:])
     check_content(cfg, open_pool(cfg))
+
+
+def test_given_sets_of_different_native_shapes_are_refused(tmp_path, monkeypatch):
+    """Members 3x16x16 RGB, non-members 1x8x8 gray at data 1x8x8: only the members were downsampled and turned to
+    luma, and an attack could score the conversion instead of membership. Sets sharing a shape, or both of many
+    sizes (photos), pass."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from mia_ray.config import DataConfig
+    from mia_ray.door import check_content, check_same_shapes, open_pool
+    from mia_ray.errors import DataError
+
+    monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "m.npy", rng.integers(0, 256, (30, 3, 16, 16), dtype=np.uint8))
+    np.save(tmp_path / "nm.npy", rng.integers(0, 256, (30, 8, 8), dtype=np.uint8))
+    data = DataConfig(source="npz", resolution=8, channels=1)
+    data.members, data.nonmembers = str(tmp_path / "m.npy"), str(tmp_path / "nm.npy")
+    cfg = SimpleNamespace(data=data)
+    with pytest.raises(DataError, match=r"^data\.nonmembers: images are 1x8x8 \(C x H x W\) but the members are "
+                                        r"3x16x16; allowed: members and non-members of the same native size and "
+                                        r"channels \(converting one set only lets an attack tell them apart by the "
+                                        r"conversion, not by membership\)$"):
+        check_content(cfg, open_pool(cfg))
+    np.save(tmp_path / "m.npy", rng.integers(0, 256, (30, 8, 8), dtype=np.uint8))
+    check_content(cfg, open_pool(cfg))
+    (tmp_path / "a").mkdir()  # a folder of two sizes beside one of one of those sizes: passes
+    (tmp_path / "b").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (8 + 4 * (i % 2), 8), dtype=np.uint8)).save(tmp_path / "a" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (12, 8), dtype=np.uint8)).save(tmp_path / "b" / f"{i}.png")
+    data = DataConfig(source="folder", resolution=8, channels=1)
+    data.members, data.nonmembers = str(tmp_path / "a"), str(tmp_path / "b")
+    check_content(SimpleNamespace(data=data), open_pool(SimpleNamespace(data=data)))
+    check_same_shapes([(3, 10, 12), (3, 20, 9)], [(3, 31, 7), (3, 5, 5)])  # photos of many sizes: left to the user
+    with pytest.raises(DataError, match=r"images are 3x32x32 \(C x H x W\) but the members are 3x10x12, 3x20x9;"):
+        check_same_shapes([(3, 10, 12), (3, 20, 9)], [(3, 32, 32)])
