@@ -324,3 +324,25 @@ def test_given_sets_of_different_native_shapes_are_refused(tmp_path, monkeypatch
     check_same_shapes([(3, 10, 12), (3, 20, 9)], [(3, 31, 7), (3, 5, 5)])  # photos of many sizes: left to the user
     with pytest.raises(DataError, match=r"images are 3x32x32 \(C x H x W\) but the members are 3x10x12, 3x20x9;"):
         check_same_shapes([(3, 10, 12), (3, 20, 9)], [(3, 32, 32)])
+
+
+def test_a_file_refused_on_opening_names_its_key(tmp_path):
+    """'x.npy: dtype int64 is not supported' named no key: with given membership not even which set was refused."""
+    import numpy as np
+
+    from mia_ray.config import DataConfig
+    from mia_ray.data.given import open_given
+    from mia_ray.errors import DataError
+    from mia_ray.preflight import check_data
+
+    np.save(tmp_path / "ok.npy", np.zeros((30, 8, 8), np.uint8))
+    np.save(tmp_path / "int.npy", np.zeros((30, 8, 8), np.int64))
+    data = DataConfig(source="npz", resolution=8, channels=1)
+    with pytest.raises(DataError, match=r"^data\.nonmembers: \S+int\.npy: dtype int64 is not supported; allowed: "
+                                        r"uint8 \(0\.\.255\) or float \(already in \[-1, 1\]\)$"):
+        open_given(data, str(tmp_path / "ok.npy"), str(tmp_path / "int.npy"))
+    cfg, _ = sweep_files.load_sweep(tmp_path, data={"source": "npz", "path": str(tmp_path / "int.npy"), "resolution": 8,
+                                                    "channels": 1})
+    with pytest.raises(DataError, match=r"^data\.path: \S+int\.npy: dtype int64 is not supported; allowed: uint8 "
+                                        r"\(0\.\.255\) or float \(already in \[-1, 1\]\) \(prepare the images"):
+        check_data(cfg)
