@@ -346,3 +346,24 @@ def test_a_file_refused_on_opening_names_its_key(tmp_path):
     with pytest.raises(DataError, match=r"^data\.path: \S+int\.npy: dtype int64 is not supported; allowed: uint8 "
                                         r"\(0\.\.255\) or float \(already in \[-1, 1\]\) \(prepare the images"):
         check_data(cfg)
+
+
+# --- the CLIs ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, line", [
+    ("nokey=1", r"^override 'nokey=1': Key 'nokey' not in 'SweepConfig'; allowed keys: name, output, store, "),
+    ("train.nokey=3", r"^override 'train\.nokey=3': Key 'nokey' not in 'TrainConfig'; allowed keys: steps, "),
+    ("data.resolution=8.0", r"^override 'data\.resolution=8\.0': Value '8\.0' of type 'float' could not be converted"),
+    ("epsilons=[abc]", r"^override 'epsilons=\[abc\]': Value 'abc' of type 'str' could not be converted to Float$"),
+    ("data=3", r"^override 'data=3': data = 3; allowed: a mapping of its keys \(source, path, "),
+])
+def test_an_override_of_an_unknown_key_or_wrong_type_names_the_override(tmp_path, override, line):
+    """Each named the sweep file ("s.yaml: key 'nokey': ..."), which holds no such key."""
+    from mia_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=line) as e:
+        sweep_files.load_sweep(tmp_path, [override])
+    assert "s.yaml" not in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"s\.yaml: key 'nokey': Key 'nokey' not in 'SweepConfig'"):  # the file's own
+        sweep_files.load_sweep(tmp_path, ["seeds=[3]"], nokey=1)
