@@ -367,3 +367,26 @@ def test_an_override_of_an_unknown_key_or_wrong_type_names_the_override(tmp_path
     assert "s.yaml" not in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError, match=r"s\.yaml: key 'nokey': Key 'nokey' not in 'SweepConfig'"):  # the file's own
         sweep_files.load_sweep(tmp_path, ["seeds=[3]"], nokey=1)
+
+
+def test_analysis_of_a_trial_in_two_metrics_files_is_one_line(tmp_path, capsys):
+    """metrics/x.parquet and its copy 'x copy.parquet' (a file manager's, a merge of two machines' folders): the
+    trial was read twice and averaged in twice, exit 0."""
+    import shutil
+
+    from test_analysis_fixture import build_results
+
+    from analysis.__main__ import main as analysis_main
+
+    root = tmp_path / "r"
+    root.mkdir()
+    build_results(str(root), keep=lambda t: t in ("ddpm-200-nodp", "smld-200-nodp"))
+    shutil.copy(root / "metrics" / "smld-200-nodp.parquet", root / "metrics" / "smld-200-nodp copy.parquet")
+    assert analysis_main([str(root), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {root}/metrics: trial 'smld-200-nodp' has 12 rows for 6 (attack, step) pairs, in "
+                   "smld-200-nodp copy.parquet, smld-200-nodp.parquet; allowed: one file per trial, as the sweep "
+                   "writes it (<trial_id>.parquet): delete the copy\n")
+    assert not (tmp_path / "rep").exists()
+    (root / "metrics" / "smld-200-nodp copy.parquet").unlink()
+    assert analysis_main([str(root), "--out", str(tmp_path / "rep")]) == 0
