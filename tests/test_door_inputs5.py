@@ -390,3 +390,24 @@ def test_analysis_of_a_trial_in_two_metrics_files_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "rep").exists()
     (root / "metrics" / "smld-200-nodp copy.parquet").unlink()
     assert analysis_main([str(root), "--out", str(tmp_path / "rep")]) == 0
+
+
+def test_a_folder_whose_images_are_behind_a_link_says_links_are_not_followed(tmp_path):
+    """'holds no .png/.jpg/.jpeg files (searched recursively)' of a folder whose images the user sees in it, through
+    a link to another folder (recursion does not follow links: a link to '..' would never end)."""
+    import numpy as np
+    from PIL import Image
+
+    from mia_ray.errors import DataError
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "data").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), i, np.uint8)).save(tmp_path / "real" / f"{i}.png")
+    (tmp_path / "data" / "train").symlink_to(tmp_path / "real")
+    with pytest.raises(DataError, match=r"^data\.path: folder \S+/data holds no \.png/\.jpg/\.jpeg files \(searched "
+                                        r"recursively; links to folders, such as \S+/data/train -> \S+/real, are not "
+                                        r"followed\); allowed: a folder that holds the images, e\.g\. "
+                                        r"data\.path=\S+/real$"):
+        check_pool("folder", tmp_path / "data")
+    assert check_pool("folder", tmp_path / "real").n == 3
