@@ -50,6 +50,10 @@ class Timing:
         if missing:
             raise ConfigError(f"--estimate-from {path}: missing key(s) {', '.join(missing)}; needs {', '.join(names)}")
         values = {n: raw[n] for n in names}
+        device = values["device"]
+        if not isinstance(device, str) or not device.strip() or len(device.splitlines()) != 1:  # printed as it is:
+            raise ConfigError(f"--estimate-from {path}: device = {device!r}; allowed: the device's name, one line "
+                              "(e.g. \"NVIDIA H100 80GB HBM3\")")  # "estimate on None", or over two lines
         bad = [n for n in names[1:] if isinstance(values[n], bool)  # JSON true is the int 1 in Python
                or not (isinstance(values[n], int | float) and 0 < values[n] < math.inf)]
         if bad:

@@ -411,3 +411,23 @@ def test_a_folder_whose_images_are_behind_a_link_says_links_are_not_followed(tmp
                                         r"data\.path=\S+/real$"):
         check_pool("folder", tmp_path / "data")
     assert check_pool("folder", tmp_path / "real").n == 3
+
+
+@pytest.mark.parametrize("device", [None, ["a", "b"], "", "GPU\nx"])
+def test_timings_whose_device_is_no_one_line_name_are_refused(tmp_path, device):
+    """The bill printed 'estimate on None' (or across two lines) and exit 0."""
+    import json
+    import re
+
+    from mia_ray.errors import ConfigError
+    from mia_ray.estimate import Timing
+
+    t = dict(device=device, train_plain_s_per_step=0.01, train_dp_s_per_step=0.02, forward_s_per_sample=1e-4,
+             backward_s_per_sample=2e-4)
+    (tmp_path / "t.json").write_text(json.dumps(t))
+    line = (rf"^--estimate-from \S+t\.json: device = {re.escape(repr(device))}; allowed: the device's name, one "
+            r"line \(e\.g\. \"NVIDIA H100 80GB HBM3\"\)$")
+    with pytest.raises(ConfigError, match=line):
+        Timing.from_json(str(tmp_path / "t.json"))
+    (tmp_path / "t.json").write_text(json.dumps({**t, "device": "NVIDIA H200"}))
+    assert Timing.from_json(str(tmp_path / "t.json")).device == "NVIDIA H200"
