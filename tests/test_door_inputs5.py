@@ -431,3 +431,17 @@ def test_timings_whose_device_is_no_one_line_name_are_refused(tmp_path, device):
         Timing.from_json(str(tmp_path / "t.json"))
     (tmp_path / "t.json").write_text(json.dumps({**t, "device": "NVIDIA H200"}))
     assert Timing.from_json(str(tmp_path / "t.json")).device == "NVIDIA H200"
+
+
+def test_a_parquet_cell_that_is_no_image_is_named_without_a_memory_address(tmp_path):
+    """'cannot identify image file <_io.BytesIO object at 0x7fa8c10d4ef0>': a different line on every run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mia_ray.errors import DataError
+
+    pq.write_table(pa.table({"image": [b"junk"] * 3}), tmp_path / "j.parquet")
+    with pytest.raises(DataError, match=r"^data\.path: cannot read image \S+j\.parquet column 'image' row 0: "
+                                        r"UnidentifiedImageError: cannot identify image file of these bytes; allowed: "
+                                        r"PNG or JPEG$"):
+        check_pool("parquet", tmp_path / "j.parquet")

@@ -134,7 +134,7 @@ def decode_image(data, channels: int, where: str) -> np.ndarray:
             if not mode.startswith(("I", "F")):
                 arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
     except Exception as e:  # PIL raises many types for bad files
-        reason = " ".join(str(e).split())
+        reason = " ".join(str(e).split()).replace(repr(data), "of these bytes")  # not '<_io.BytesIO object at 0x7f..>'
         raise DataError(
             f"cannot read image {where}: {type(e).__name__}: {reason}; allowed: PNG or JPEG"
         ) from e
