@@ -445,3 +445,12 @@ def test_a_parquet_cell_that_is_no_image_is_named_without_a_memory_address(tmp_p
                                         r"UnidentifiedImageError: cannot identify image file of these bytes; allowed: "
                                         r"PNG or JPEG$"):
         check_pool("parquet", tmp_path / "j.parquet")
+
+
+def test_a_folder_given_to_the_hdf5_source_is_named_a_folder(tmp_path):
+    """h5py's message held a time stamp, a file descriptor and a buffer address ('buf = 0x7ffc44e8e848')."""
+    from mia_ray.errors import DataError
+
+    with pytest.raises(DataError, match=rf"^data\.path: {tmp_path} is a folder; allowed: an HDF5 file with an image "
+                                        r"dataset \(data\.key, default 'images'\)$"):
+        check_pool("hdf5", tmp_path)

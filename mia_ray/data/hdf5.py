@@ -35,6 +35,8 @@ class HDF5Source(Source):
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        if self.path.is_dir():  # h5py's message: "file read failed: time = ..., errno = 21, buf = 0x7ffc...": one line
+            raise DataError(f"data.path: {self.path} is a folder; allowed: {self.accepts}")
         self.key = cfg.key or "images"
         with _open(self.path) as f:
             names = _dataset_names(f)
