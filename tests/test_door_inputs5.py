@@ -454,3 +454,41 @@ def test_a_folder_given_to_the_hdf5_source_is_named_a_folder(tmp_path):
     with pytest.raises(DataError, match=rf"^data\.path: {tmp_path} is a folder; allowed: an HDF5 file with an image "
                                         r"dataset \(data\.key, default 'images'\)$"):
         check_pool("hdf5", tmp_path)
+
+
+def test_resuming_trials_of_an_unreadable_schema_version_is_refused_before_ray(tmp_path):
+    """A folder finished by a newer mia_ray (schema_version 3): its trials were kept as done, the missing ones
+    trained beside them, and the sweep's own summary then refused the folder."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mia_ray import sweep_config
+    from mia_ray.errors import ConfigError
+    from mia_ray.results import TABLES
+    from mia_ray.resume import check_resumable, expected_rows
+
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), output=str(tmp_path / "out"))
+    cfg, _ = sweep_config.load(path)
+    root, trials = sweep_config.results_root(cfg), sweep_config.expand(cfg)
+    for t in TABLES:
+        os.makedirs(f"{root}/{t}", exist_ok=True)
+        open(f"{root}/{t}/{trials[0].trial_id}.parquet", "wb").close()
+    rows = sorted(expected_rows(trials[0]), key=str)
+
+    def metrics(version):
+        pq.write_table(pa.table({"attack": [a for a, _ in rows], "step": pa.array([s for _, s in rows], pa.int64()),
+                                 "n_members": [16] * len(rows), "n_nonmembers": [16] * len(rows),
+                                 "schema_version": pa.array([version] * len(rows), pa.int32())}),
+                       f"{root}/metrics/{trials[0].trial_id}.parquet")
+
+    metrics(3)
+    with pytest.raises(ConfigError, match=rf"^{root}: its finished trials \(e\.g\. {trials[0].trial_id}\) are of "
+                                          r"results schema_version 3, this mia_ray writes 2 and reads 1, 2; allowed: "
+                                          r"resume with the mia_ray that wrote them, or give the sweep a new name or "
+                                          r"output$"):
+        check_resumable(root, trials)
+    for version in (1, 2):
+        metrics(version)
+        check_resumable(root, trials)
