@@ -1,9 +1,10 @@
 """Everything a sweep will read, checked before Ray starts or a file is written (called by preflight).
 
-* the image pool: every image decodes, values finite and in range (first bad file / index named); a
-  passed scan is remembered in the user's cache (``scan_cache_dir``), keyed by the files' path, size, mtime;
+* the image pool: every image decodes, values finite and in range, no two identical (first bad file / index
+  named); a passed scan is remembered in the user's cache (``scan_cache_dir``), keyed by the files' path, size,
+  mtime;
 * given membership (``data.members`` / ``data.nonmembers``): both sets pass the same scan, share no
-  image (content hash) and share a native image shape (C, H, W);
+  image (content hash), share a native image shape (C, H, W) and, for folders, a file format;
 * ``model.pretrained``: exists, safetensors weights load strictly into its UNet2DModel config, sample size
   and channels fit the data; a pipeline directory's scheduler maps to a known family.
 
@@ -60,6 +61,7 @@ def check_content(cfg, source: Source) -> None:
             shapes.append(found.shapes)
         check_disjoint(source, digests)
         check_same_shapes(*shapes)
+        check_same_formats(*source.parts)
     else:
         check_pool(source, cache)
 
@@ -81,6 +83,23 @@ def check_same_shapes(members: list, nonmembers: list) -> None:
     )
 
 
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def check_same_formats(members: Source, nonmembers: Source) -> None:
+    """Refuse given folders whose files share no format (all PNG beside all JPEG): JPEG's compression artifacts on one
+    set only are a signal an attack can score instead of membership."""
+    kinds = [sorted({FORMATS.get(os.path.splitext(f)[1].lower(), "?") for f in getattr(part, "files", [])})
+             for part in (members, nonmembers)]
+    if members.name != "folder" or nonmembers.name != "folder" or set(kinds[0]) & set(kinds[1]):
+        return
+    raise DataError(
+        f"data.nonmembers: images are {'/'.join(kinds[1])} files but the members are {'/'.join(kinds[0])} files; "
+        "allowed: members and non-members stored in the same format (compression artifacts on one set only let an "
+        "attack tell them apart by the format, not by membership)"
+    )
+
+
 def check_model(cfg):
     """The pretrained checkpoint fits the data; returns its pipeline's FamilyConfig (None otherwise)."""
     if not cfg.model.pretrained:
@@ -98,5 +117,5 @@ def check_inputs(cfg, source: Source) -> None:
     check_content(cfg, source)
 
 
-__all__ = ["check_content", "check_inputs", "check_model", "check_same_shapes", "given_membership", "open_pool",
-           "scan_cache_dir"]
+__all__ = ["check_content", "check_inputs", "check_model", "check_same_formats", "check_same_shapes",
+           "given_membership", "open_pool", "scan_cache_dir"]

@@ -492,3 +492,33 @@ def test_resuming_trials_of_an_unreadable_schema_version_is_refused_before_ray(t
     for version in (1, 2):
         metrics(version)
         check_resumable(root, trials)
+
+
+def test_given_folders_of_png_beside_jpeg_are_refused(tmp_path, monkeypatch):
+    """Members saved as PNG, non-members as JPEG: the compression artifacts of one set were a membership signal."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from mia_ray.config import DataConfig
+    from mia_ray.door import check_content, open_pool
+    from mia_ray.errors import DataError
+
+    monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(3)
+    for name in ("m", "n"):
+        (tmp_path / name).mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "m" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "n" / f"{i}.jpg")
+    data = DataConfig(source="folder", resolution=8, channels=1)
+    data.members, data.nonmembers = str(tmp_path / "m"), str(tmp_path / "n")
+    cfg = SimpleNamespace(data=data)
+    with pytest.raises(DataError, match=r"^data\.nonmembers: images are JPEG files but the members are PNG files; "
+                                        r"allowed: members and non-members stored in the same format \(compression "
+                                        r"artifacts on one set only let an attack tell them apart by the format, not "
+                                        r"by membership\)$"):
+        check_content(cfg, open_pool(cfg))
+    Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "m" / "extra.jpeg")
+    check_content(cfg, open_pool(cfg))  # a format in common: left to the user
