@@ -522,3 +522,29 @@ def test_given_folders_of_png_beside_jpeg_are_refused(tmp_path, monkeypatch):
         check_content(cfg, open_pool(cfg))
     Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "m" / "extra.jpeg")
     check_content(cfg, open_pool(cfg))  # a format in common: left to the user
+
+
+def test_a_uint8_pool_of_0_1_or_0_16_is_warned_about_once_scanned_and_when_cached(tmp_path, caplog):
+    """uint8 is read as 0..255: masks stored as 0/1 (or sklearn-like 0..16 intensities) became near-black images,
+    trained on silently; a pool reaching 255 gets no warning."""
+    import numpy as np
+
+    from mia_ray.data import open_source
+    from mia_ray.data import validate as pool_validate
+
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "mask.npy", rng.integers(0, 2, (40, 8, 8), dtype=np.uint8))
+    np.save(tmp_path / "ok.npy", rng.integers(0, 256, (40, 8, 8), dtype=np.uint8))
+    cache = str(tmp_path / "cache")
+    for _ in range(2):  # a scan, then the record of that scan
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mia_ray"):
+            pool_validate.check_pool(open_source(data_cfg("npz", tmp_path / "mask.npy")), cache)
+        (msg,) = [r.getMessage() for r in caplog.records]
+        assert msg.endswith("mask.npy: no pixel of the pool is above -0.992 on mia_ray's [-1, 1] scale (uint8 1): if "
+                            "these are uint8 images of 0..1 or 0..16 (masks, intensity levels), store them scaled to "
+                            "0..255 (uint8 is read as 0..255)")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mia_ray"):
+        pool_validate.check_pool(open_source(data_cfg("npz", tmp_path / "ok.npy")), cache)
+    assert not caplog.records

@@ -29,8 +29,9 @@ import numpy as np
 from ..errors import DataError
 from .base import Source
 
-FORMAT = "mia_ray.pool_scan/3"  # /2 adds "lo", /3 "duplicate" and "shapes": an older record is scanned again once
+FORMAT = "mia_ray.pool_scan/3"  # /2 adds "lo", /3 "duplicate", "shapes", "hi": an older record is scanned again once
 log = logging.getLogger("mia_ray")
+DIM = -0.8  # the brightest pixel at most uint8 25: sklearn's digits stored as their 0..16 are -0.87 at most
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class PoolScan:
     lo: float | None = None  # the smallest pixel of the pool on the [-1, 1] scale (None: not known)
     duplicate: tuple[int, int] | None = None  # (i, j): the first image j identical to an earlier image i
     shapes: list[tuple[int, ...]] | None = None  # the distinct native (C, H, W) of the images, sorted
+    hi: float | None = None  # the largest pixel of the pool on the [-1, 1] scale (None: not known)
 
 
 def digest(img: np.ndarray) -> str:
@@ -75,7 +77,7 @@ def scan(source: Source, digests: bool = False) -> PoolScan:
     first: dict[str, int] = {}
     duplicate = None
     shapes: set[tuple[int, ...]] = set()
-    lo = None
+    lo = hi = None
     for ids in source.scan_chunks():
         images = source._read(ids)  # noqa: SLF001  (the door checks what trials will read, natively)
         for img in images:
@@ -87,7 +89,8 @@ def scan(source: Source, digests: bool = False) -> PoolScan:
         for img in images if isinstance(images, list) else [images]:
             if np.size(img):
                 lo = float(np.min(img)) if lo is None else min(lo, float(np.min(img)))
-    return PoolScan(len(source), found if digests else None, lo, duplicate, sorted(shapes))
+                hi = float(np.max(img)) if hi is None else max(hi, float(np.max(img)))
+    return PoolScan(len(source), found if digests else None, lo, duplicate, sorted(shapes), hi)
 
 
 def _cache_file(cache_dir: str, fp: str) -> Path:
@@ -106,14 +109,15 @@ def cached_scan(source: Source, cache_dir: str | None, digests: bool = False) ->
             if d.get("format") == FORMAT and d.get("n") == len(source) and (not digests or d.get("digests")):
                 dup = d.get("duplicate")
                 return PoolScan(d["n"], d.get("digests"), d.get("lo"), tuple(dup) if dup else None,
-                                [tuple(x) for x in d.get("shapes") or []])
+                                [tuple(x) for x in d.get("shapes") or []], d.get("hi"))
         except (OSError, ValueError, TypeError):
             pass
     result = scan(source, digests)
     if fp is not None:
         _write_json(_cache_file(cache_dir, fp), {"format": FORMAT, "where": source.where(), "n": result.n,
                                                  "digests": result.digests, "lo": result.lo,
-                                                 "duplicate": result.duplicate, "shapes": result.shapes})
+                                                 "duplicate": result.duplicate, "shapes": result.shapes,
+                                                 "hi": result.hi})
     return result
 
 
@@ -141,6 +145,10 @@ def check_pool(source: Source, cache_dir: str | None = None, digests: bool = Fal
             f"data.path: image {j} ({source.image_name(j)}) is identical to image {i} ({source.image_name(i)}); "
             "allowed: distinct images (a copy can be drawn as a member and as a non-member, or be scored twice)"
         )
+    if result.hi is not None and result.hi <= DIM:  # 0/1 masks or 0..16 intensities stored as uint8: near black
+        log.warning("%s: no pixel of the pool is above %.3g on mia_ray's [-1, 1] scale (uint8 %d): if these are uint8 "
+                    "images of 0..1 or 0..16 (masks, intensity levels), store them scaled to 0..255 (uint8 is read as "
+                    "0..255)", source.where(), result.hi, round((result.hi + 1) * 127.5))
     if result.lo is not None and result.lo >= 0:  # a pool of real photos on [-1, 1] has dark pixels below 0
         log.warning("%s: no pixel of the pool is below 0 on mia_ray's [-1, 1] scale (smallest %.3g): if these are "
                     "float images in [0, 1], store 2x - 1 (floats are read as [-1, 1] as they are; uint8 is rescaled "
