@@ -548,3 +548,30 @@ def test_a_uint8_pool_of_0_1_or_0_16_is_warned_about_once_scanned_and_when_cache
     with caplog.at_level("WARNING", logger="mia_ray"):
         pool_validate.check_pool(open_source(data_cfg("npz", tmp_path / "ok.npy")), cache)
     assert not caplog.records
+
+
+def test_the_estimate_of_a_given_model_bills_no_training_and_times_its_own_unet(tmp_path, monkeypatch):
+    """With model.pretrained nothing is trained, yet the bill counted train.steps per target, and --estimate timed
+    (and trained) the YAML's model: keys instead of the checkpoint's UNet."""
+    import numpy as np
+
+    from mia_ray import estimate, sweep_config
+
+    _unet(block_out_channels=(8, 24), norm_num_groups=8).save_pretrained(tmp_path / "u", safe_serialization=True)
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "m.npy", rng.integers(0, 256, (20, 8, 8), dtype=np.uint8))
+    np.save(tmp_path / "n.npy", rng.integers(0, 256, (20, 8, 8), dtype=np.uint8))
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), eval_size=8,
+                                   model={"pretrained": str(tmp_path / "u")},
+                                   data={"source": "npz", "members": str(tmp_path / "m.npy"),
+                                         "nonmembers": str(tmp_path / "n.npy"), "resolution": 8, "channels": 1})
+    cfg, _ = sweep_config.load(path)
+    trials = sweep_config.expand(cfg)
+    timing = estimate.Timing("x", 10.0, 20.0, 1e-4, 2e-4)
+    assert estimate.bill(trials, timing, cfg.family.num_steps)["device_hours"]["training"] == 0
+    timed = []
+    monkeypatch.setattr(estimate, "time_train_steps", lambda *a, **k: pytest.fail("a given model was trained"))
+    monkeypatch.setattr(estimate, "time_passes", lambda *a: timed.append(a[-1]) or (1e-4, 2e-4))
+    t = estimate.measure(cfg, trials, device="cpu")
+    assert (t.train_plain_s_per_step, t.train_dp_s_per_step) == (0.0, 0.0)
+    assert list(timed[0].config.block_out_channels) == [8, 24]  # the checkpoint's, not the YAML's [8, 16]
