@@ -6,6 +6,7 @@ and are read on first use, or in slices with :func:`read_scores`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -218,6 +219,23 @@ def _read_config(fs: pafs.FileSystem, base: str) -> str:
         return ""
 
 
+def _check_one_file_per_trial(results: Results) -> None:
+    """A metrics row per (trial, attack, step): a trial in two files (``x.parquet`` and a copy, ``x (1).parquet``)
+    was read twice, and the tables and findings averaged it in twice, silently."""
+    m = results.metrics
+    dup = m[m.duplicated(["trial_id", "attack", "step"], keep=False)]
+    if dup.empty:
+        return
+    trial = str(dup["trial_id"].iloc[0])
+    files = [os.path.basename(p) for p in _parquet_files(results.fs, results.base, "metrics")
+             if trial in pq.read_table(p, columns=["trial_id"], filesystem=results.fs)["trial_id"].to_pylist()]
+    raise AnalysisError(
+        f"{results.root}/metrics: trial {trial!r} has {len(dup[dup['trial_id'] == trial])} rows for "
+        f"{len(dup[dup['trial_id'] == trial].drop_duplicates(['attack', 'step']))} (attack, step) pairs, in "
+        f"{', '.join(files)}; allowed: one file per trial, as the sweep writes it (<trial_id>.parquet): delete the copy"
+    )
+
+
 def load(results_dir: str) -> Results:
     """Open ``results_dir`` (``<output>/<sweep name>/``, a local path or a URI) for analysis.
 
@@ -269,6 +287,7 @@ def load(results_dir: str) -> Results:
             f"{root}: metrics/ holds {len(_parquet_files(fs, base, 'metrics'))} Parquet file(s) but no rows; "
             "expected the results of a finished sweep (one metrics/ row per trial, attack and step)"
         )
+    _check_one_file_per_trial(results)
     results.targets = _read(results, "targets")
     results.calibrated = _read(results, "calibrated")
     results.audit = _read(results, "audit")

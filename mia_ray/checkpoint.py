@@ -63,10 +63,19 @@ def _fits(config: dict, udir: str, channels: int, resolution: int) -> None:
             f"data.resolution = {sizes[0]} for this checkpoint"
         )
     for k in ("in_channels", "out_channels"):
-        if config.get(k) != channels:
+        v = config.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:  # "1" said "in_channels = 1 but data.channels = 1"
+            raise ConfigError(f"{KEY}: {udir} has {k} = {v!r}; allowed: a positive integer in its config.json")
+        if v != channels:
             raise ConfigError(
-                f"{KEY}: {udir} has {k} = {config.get(k)} but data.channels = {channels}; allowed: "
-                f"data.channels = {config.get(k)} for this checkpoint"
+                f"{KEY}: {udir} has {k} = {v} but data.channels = {channels}; allowed: "
+                f"data.channels = {v} for this checkpoint"
+            )
+    for k in ("class_embed_type", "num_class_embeds"):  # the attacks call it without class labels: diffusers refused
+        if config.get(k) is not None:  # each call ("class_labels should be provided"), in a trial, after Ray started
+            raise ConfigError(
+                f"{KEY}: {udir} has {k} = {config[k]!r} (a class-conditional UNet); allowed: {k} null (an "
+                "unconditional UNet2DModel: the attacks give it no class labels)"
             )
     emb = config.get("time_embedding_type", "positional")
     if emb != "positional":
@@ -118,8 +127,18 @@ def check_checkpoint(path: str, channels: int, resolution: int, family: str | No
     _check_safetensors(os.path.join(udir, WEIGHTS))
     _fits(config, udir, channels, resolution)
     _check_size(config, udir)
-    load_unet(udir, key=KEY)
+    _check_finite(load_unet(udir, key=KEY), os.path.join(udir, WEIGHTS))
     return fam
+
+
+def _check_finite(unet, file: str) -> None:
+    """Every weight is finite: a NaN or inf weight made every score NaN (ranked silently by the metrics)."""
+    import torch
+
+    for name, tensor in unet.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(f"{KEY}: {file} holds NaN or inf in {name!r}; allowed: finite weights (a checkpoint "
+                              "saved before training diverged)")
 
 
 __all__ = ["ALLOWED", "check_checkpoint"]

@@ -1,9 +1,10 @@
 """Everything a sweep will read, checked before Ray starts or a file is written (called by preflight).
 
-* the image pool: every image decodes, values finite and in range (first bad file / index named); a
-  passed scan is remembered in the user's cache (``scan_cache_dir``), keyed by the files' path, size, mtime;
-* given membership (``data.members`` / ``data.nonmembers``): both sets pass the same scan and share no
-  image (content hash);
+* the image pool: every image decodes, values finite and in range, no two identical (first bad file / index
+  named); a passed scan is remembered in the user's cache (``scan_cache_dir``), keyed by the files' path, size,
+  mtime;
+* given membership (``data.members`` / ``data.nonmembers``): both sets pass the same scan, share no
+  image (content hash), share a native image shape (C, H, W) and, for folders, a file format;
 * ``model.pretrained``: exists, safetensors weights load strictly into its UNet2DModel config, sample size
   and channels fit the data; a pipeline directory's scheduler maps to a known family.
 
@@ -17,6 +18,7 @@ import os
 from .data.base import Source
 from .data.given import GivenSource, check_disjoint, open_given
 from .data.validate import check_pool
+from .errors import DataError
 
 
 def scan_cache_dir(cfg=None) -> str:
@@ -49,14 +51,53 @@ def check_content(cfg, source: Source) -> None:
     cache = scan_cache_dir(cfg)
     if isinstance(source, GivenSource):
         digests: list[str] = []
+        shapes = []
         for key, part in zip(("data.members", "data.nonmembers"), source.parts, strict=True):
             try:
-                digests += check_pool(part, cache, digests=True).digests
+                found = check_pool(part, cache, digests=True)
             except ValueError as e:
                 raise type(e)(str(e).replace("data.path", key, 1)) from None
+            digests += found.digests
+            shapes.append(found.shapes)
         check_disjoint(source, digests)
+        check_same_shapes(*shapes)
+        check_same_formats(*source.parts)
     else:
         check_pool(source, cache)
+
+
+def check_same_shapes(members: list, nonmembers: list) -> None:
+    """Refuse given sets that share no native image shape (C, H, W) while one of them has a single shape: only one
+    set would be resized or converted to data.resolution / data.channels, and an attack could tell the sets apart by
+    that (resampling, luma) rather than by membership. Sets of many sizes each (photos) are left to the user."""
+    if set(members) & set(nonmembers) or (len(members) > 1 and len(nonmembers) > 1):
+        return
+
+    def show(shapes):
+        return ", ".join("x".join(map(str, s)) for s in shapes[:3]) + (", ..." if len(shapes) > 3 else "")
+
+    raise DataError(
+        f"data.nonmembers: images are {show(nonmembers)} (C x H x W) but the members are {show(members)}; allowed: "
+        "members and non-members of the same native size and channels (converting one set only lets an attack tell "
+        "them apart by the conversion, not by membership)"
+    )
+
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def check_same_formats(members: Source, nonmembers: Source) -> None:
+    """Refuse given folders whose files share no format (all PNG beside all JPEG): JPEG's compression artifacts on one
+    set only are a signal an attack can score instead of membership."""
+    kinds = [sorted({FORMATS.get(os.path.splitext(f)[1].lower(), "?") for f in getattr(part, "files", [])})
+             for part in (members, nonmembers)]
+    if members.name != "folder" or nonmembers.name != "folder" or set(kinds[0]) & set(kinds[1]):
+        return
+    raise DataError(
+        f"data.nonmembers: images are {'/'.join(kinds[1])} files but the members are {'/'.join(kinds[0])} files; "
+        "allowed: members and non-members stored in the same format (compression artifacts on one set only let an "
+        "attack tell them apart by the format, not by membership)"
+    )
 
 
 def check_model(cfg):
@@ -76,4 +117,5 @@ def check_inputs(cfg, source: Source) -> None:
     check_content(cfg, source)
 
 
-__all__ = ["check_content", "check_inputs", "check_model", "given_membership", "open_pool", "scan_cache_dir"]
+__all__ = ["check_content", "check_inputs", "check_model", "check_same_formats", "check_same_shapes",
+           "given_membership", "open_pool", "scan_cache_dir"]

@@ -50,6 +50,10 @@ class Timing:
         if missing:
             raise ConfigError(f"--estimate-from {path}: missing key(s) {', '.join(missing)}; needs {', '.join(names)}")
         values = {n: raw[n] for n in names}
+        device = values["device"]
+        if not isinstance(device, str) or not device.strip() or len(device.splitlines()) != 1:  # printed as it is:
+            raise ConfigError(f"--estimate-from {path}: device = {device!r}; allowed: the device's name, one line "
+                              "(e.g. \"NVIDIA H100 80GB HBM3\")")  # "estimate on None", or over two lines
         bad = [n for n in names[1:] if isinstance(values[n], bool)  # JSON true is the int 1 in Python
                or not (isinstance(values[n], int | float) and 0 < values[n] < math.inf)]
         if bad:
@@ -65,7 +69,8 @@ def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = 
     for trial in trials:
         dp = math.isfinite(trial.spec.dp.epsilon)
         per_step = timing.train_dp_s_per_step if dp else timing.train_plain_s_per_step
-        seconds["training"] += trial.spec.train.steps * per_step
+        if not trial.spec.model.pretrained:  # a given model is not trained (its train.steps were billed)
+            seconds["training"] += trial.spec.train.steps * per_step
         for a in trial.attacks:
             n = 2 * (trial.eval_size if a.max_samples is None else min(trial.eval_size, a.max_samples))
             cost = ATTACKS.get(a.name)().cost(a.params, num_steps)
@@ -92,17 +97,29 @@ def bill_text(result: dict) -> str:
 
 
 def measure(cfg, trials, device=None, train_steps: int = TRAIN_STEPS_TIMED) -> Timing:
-    """Time the sweep's own model here: plain and DP-SGD steps at its batch size, batched passes per sample."""
+    """Time the sweep's own model here: plain and DP-SGD steps at its batch size, batched passes per sample. A given
+    model (``model.pretrained``, checked as the door checks it) is not trained: its own UNet's passes are timed (the
+    YAML's model: keys, which it does not use, were timed, and trained)."""
     import torch
 
     from .models import pick_device
 
     device = torch.device(device) if device is not None else pick_device()
     spec = trials[0].spec
-    plain = time_train_steps(spec, math.inf, train_steps, device)
-    eps = next((t.spec.dp.epsilon for t in trials if math.isfinite(t.spec.dp.epsilon)), 10.0)
-    dp = time_train_steps(spec, eps, train_steps, device)
-    fwd, bwd = time_passes(spec, cfg.data.resolution, cfg.data.channels, cfg.resources.batch_size, device)
+    net = None
+    if cfg.model.pretrained:
+        from .door import check_model
+        from .models import load_unet
+        from .pretrained import unet_dir
+
+        check_model(cfg)
+        net = load_unet(unet_dir(cfg.model.pretrained), device)
+        plain = dp = 0.0
+    else:
+        plain = time_train_steps(spec, math.inf, train_steps, device)
+        eps = next((t.spec.dp.epsilon for t in trials if math.isfinite(t.spec.dp.epsilon)), 10.0)
+        dp = time_train_steps(spec, eps, train_steps, device)
+    fwd, bwd = time_passes(spec, cfg.data.resolution, cfg.data.channels, cfg.resources.batch_size, device, net)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     return Timing(name, plain, dp, fwd, bwd)
 
@@ -129,16 +146,16 @@ def time_train_steps(spec, epsilon: float, steps: int, device, resolution: int |
     return max((run(steps + 1) - one) / steps, 1e-9)
 
 
-def time_passes(spec, resolution: int, channels: int, batch: int, device) -> tuple[float, float]:
+def time_passes(spec, resolution: int, channels: int, batch: int, device, net=None) -> tuple[float, float]:
     """(seconds per sample of a batched no-grad forward, extra seconds per sample of a backward (VJP)),
-    medians of PASS_REPEATS batches of ``batch`` rows after a warm-up."""
+    medians of PASS_REPEATS batches of ``batch`` rows after a warm-up; of ``net`` (default: ``spec``'s UNet)."""
     import statistics
 
     import torch
 
     from .models import build_unet
 
-    net = build_unet(spec.model, resolution, channels).to(device).eval()
+    net = (net if net is not None else build_unet(spec.model, resolution, channels)).to(device).eval()
     x = torch.randn(batch, channels, resolution, resolution, device=device)
     tau = torch.randint(0, 1000, (batch,), device=device).float()
 

@@ -23,7 +23,8 @@ def check_data(cfg) -> None:
         hint = ""
         if SOURCES.get(cfg.data.source).needs_path and not given_membership(cfg):
             hint = " (prepare the images as described in README 'Data', then set data.path=...)"
-        raise DataError(f"{e}{hint}") from None
+        msg = str(e) if str(e).startswith("data.") else f"data.path: {e}"  # "x.npy: dtype int64 ..." named no key
+        raise DataError(f"{msg}{hint}") from None
     if not given_membership(cfg):  # given members: the pool is the user's two sets, nothing to carve from it
         from .sweep_config import check_pool  # issue 13: canaries and utility held-out images fit the pool
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from .attacks import ATTACKS
 from .config import Trial
 from .errors import ConfigError
-from .results import filesystem, trial_done
+from .results import READABLE_VERSIONS, SCHEMA_VERSION, filesystem, trial_done
 from .steps import as_step
 
 
@@ -49,6 +49,7 @@ def check_resumable(root: str, trials: list[Trial]) -> None:
                              columns=["attack", "step", "n_members", "n_nonmembers"]).to_pylist()
     except (OSError, ValueError):
         return
+    _check_version(root, f"{base}/metrics/{done.trial_id}.parquet", fs, done.trial_id)
     have = {(r["attack"], as_step(r["step"])) for r in rows}
     want = expected_rows(done)
     diff = []
@@ -68,6 +69,22 @@ def check_resumable(root: str, trials: list[Trial]) -> None:
         f"({'; '.join(diff)}); allowed: resume with the same attacks and eval_size, or give the sweep a new name "
         "or output (or delete the folder)"
     )
+
+
+def _check_version(root: str, path: str, fs, trial_id: str) -> None:
+    """A finished trial written by a newer (or older, unreadable) mia_ray's schema was kept as done: the sweep ran
+    the missing trials beside it, then its own summary refused the folder (``analysis``: schema_version)."""
+    try:
+        found = set(pq.read_table(path, filesystem=fs, columns=["schema_version"])["schema_version"].to_pylist())
+    except (OSError, ValueError):  # no such column: nothing to compare
+        return
+    other = sorted(v for v in found if v is not None and v not in READABLE_VERSIONS)
+    if other:
+        raise ConfigError(
+            f"{root}: its finished trials (e.g. {trial_id}) are of results schema_version {other[0]}, this mia_ray "
+            f"writes {SCHEMA_VERSION} and reads {', '.join(map(str, READABLE_VERSIONS))}; allowed: resume with the "
+            "mia_ray that wrote them, or give the sweep a new name or output"
+        )
 
 
 def _steps(steps: list) -> str:

@@ -174,11 +174,15 @@ def _setup_logging(verbose: bool) -> None:
 
 def _check_estimate_flags(args) -> None:
     """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep);
+    --estimate-from not blank (also the real sweep);
     --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --plugins only
     with --list (a run ignored it)."""
     if args.plugins and not args.list:  # was ignored: the sweep ran without the plugin its attacks may need
         raise ConfigError(f"--plugins {args.plugins} works with --list only; a sweep imports its plugins: key "
                           f"(in the YAML, or plugins=[{args.plugins}] as an override)")
+    if args.estimate_from is not None and not args.estimate_from.strip():  # '' is falsy: the real sweep started
+        raise ConfigError(f"--estimate-from {args.estimate_from!r}; allowed: the path of a timings JSON file "
+                          "(benchmarks/gpu_check.py writes one), or --estimate to time this machine")
     if args.dry_run and (args.estimate or args.estimate_from):
         flag = "--estimate" if args.estimate else "--estimate-from"
         raise ConfigError(f"{flag} with --dry-run: allowed: one of them (--dry-run prints the plan only; {flag} "

@@ -72,7 +72,7 @@ def _merge(path: str, overrides: list[str] | None):
                 if OmegaConf.select(c, key, default=None) is not None:
                     raise ConfigError(f"{path}: key {key!r} is a grid axis; set {axis}: [...] instead")
         for c, where in ((raw, path + ": "), (extra, "override ")):
-            _check_sections(c, path)
+            _check_sections(c, path, None if c is raw else list(overrides or []))
             check_containers(c, SweepConfig, where)
             check_booleans(OmegaConf.to_container(c), SweepConfig, "", path + ": ")
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw)
@@ -80,20 +80,41 @@ def _merge(path: str, overrides: list[str] | None):
             merged.attacks = raw.attacks
         if any(o.split("=", 1)[0].strip() == "attacks" for o in overrides or []):  # attacks={...}: the same
             merged.attacks = extra.attacks
-        merged = OmegaConf.merge(merged, extra)
+        try:
+            merged = OmegaConf.merge(merged, extra)
+        except OmegaConfBaseException as e:  # an unknown key or a wrong type of an override named the sweep file
+            o = _override_of(list(overrides or []), getattr(e, "full_key", None) or "")
+            if o is None:
+                raise
+            raise ConfigError(f"override {o!r}: {_omegaconf_message(e)}") from None
         return OmegaConf.to_object(merged), merged
     except ConfigError:
         raise
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
-        msg = str(e).splitlines()[0]
-        known = getattr(e, "object_type", None)
-        if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
-            msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
-        raise ConfigError(f"{path}: key {key!r}: {msg}") from None
+        raise ConfigError(f"{path}: key {key!r}: {_omegaconf_message(e)}") from None
     except Exception as e:  # YAML syntax and the like: yaml's first line ("while constructing a mapping") named
         # neither the key nor the line ("found duplicate key train ... line 8"): all of it, on one line
         raise ConfigError(f"{path}: cannot read the sweep: {' '.join(str(e).split())[:300]}") from None
+
+
+def _omegaconf_message(e: OmegaConfBaseException) -> str:
+    """The first line of omegaconf's message; for an unknown key without a close match, the keys allowed there."""
+    msg = str(e).splitlines()[0]
+    known = getattr(e, "object_type", None)
+    if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
+        msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
+    return msg
+
+
+def _override_of(overrides: list[str], key: str) -> str | None:
+    """The override (the last given) that set ``key``, a key above it or one below it (``seeds[0]`` is ``seeds``)."""
+    key = re.sub(r"\[\d+\]", "", key)
+    for o in reversed(overrides):
+        k = o.split("=", 1)[0].strip()
+        if k == key or key.startswith(k + ".") or k.startswith(key + "."):
+            return o
+    return None
 
 
 def _parse_overrides(overrides: list[str]):
@@ -116,7 +137,7 @@ def _parse_overrides(overrides: list[str]):
     return OmegaConf.from_dotlist(overrides)
 
 
-def _check_sections(c, path: str) -> None:
+def _check_sections(c, path: str, overrides: list[str] | None = None) -> None:
     """A section (``data:``, ``model:``, ``attacks:``, ...) is a mapping or null: omegaconf's own message for
     ``data: 5`` or ``attacks: [loss]`` names no key."""
     hints = typing.get_type_hints(SweepConfig)
@@ -129,7 +150,8 @@ def _check_sections(c, path: str) -> None:
                 "a mapping of attack names to their parameters, e.g. attacks: {loss: {steps: [100]}}"
                 if kind is dict else f"a mapping of its keys ({', '.join(f.name for f in fields(kind))})"
             )
-            raise ConfigError(f"{path}: {name} = {shown!r}; allowed: {allowed}")
+            where = path if overrides is None else f"override {_override_of(overrides, str(name))!r}"
+            raise ConfigError(f"{where}: {name} = {shown!r}; allowed: {allowed}")
 
 
 def _container(kind) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -28,13 +29,33 @@ def _npz_header(path, key: str | None) -> tuple[str, tuple[int, ...], np.dtype]:
             key = "images" if "images" in names else names[0]
         if key not in names:
             raise DataError(f"data.key: no array {key!r} in {path}; available: {', '.join(names)}")
-        with zf.open(key + ".npy") as fh:
-            reader = _HEADER_READERS.get(np.lib.format.read_magic(fh))
-            if reader is not None:
-                shape, _, dtype = reader(fh)
-                return key, shape, dtype
-    arr = np.load(path)[key]  # rare header versions: load it
+        try:
+            with zf.open(key + ".npy") as fh:
+                reader = _HEADER_READERS.get(np.lib.format.read_magic(fh))
+                if reader is not None:
+                    shape, _, dtype = reader(fh)
+                    return key, shape, dtype
+        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:  # a corrupt deflate stream
+            raise DataError(
+                f"data.path: {path} array {key!r}: cannot read its header ("
+                f"{' '.join(str(e).split())}); allowed: a complete .npz as numpy.savez / numpy.savez_compressed "
+                "write it"
+            ) from None
+    arr = _npz_array(path, key)  # rare header versions: load it
     return key, arr.shape, arr.dtype
+
+
+def _npz_array(path, key: str) -> np.ndarray:
+    """Array ``key`` of an .npz, loaded whole: a damaged member (a corrupt deflate stream, data shorter than its
+    header says) is one line naming it (zlib.error, BadZipFile or numpy's EOF ValueError were tracebacks)."""
+    try:
+        with np.load(path) as z:
+            return z[key]
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:
+        raise DataError(
+            f"{path} array {key!r}: cannot read it ({' '.join(str(e).split())}); allowed: a "
+            "complete .npz as numpy.savez / numpy.savez_compressed write it"
+        ) from None
 
 
 def _npy(path) -> np.ndarray:
@@ -82,7 +103,7 @@ class ArraySource(Source):
 
     def _full(self) -> np.ndarray:
         if self._array is None:
-            self._array = _npy(self.path) if self.key is None else np.load(self.path)[self.key]
+            self._array = _npy(self.path) if self.key is None else _npz_array(self.path, self.key)
         return self._array
 
     def _read(self, ids: np.ndarray) -> np.ndarray:

@@ -93,6 +93,10 @@ class Source:
         """How error messages name this source's data (file, and key when there is one)."""
         return str(self.path) if self.path is not None else self.name
 
+    def image_name(self, i: int) -> str:
+        """How error messages name image ``i`` (its file, where images are files)."""
+        return f"{self.where()} image {i}"
+
     def describe(self) -> str:
         c, r = self.cfg.channels, self.cfg.resolution
         return f"{self.name} {self.where()} ({len(self)} images -> {c}x{r}x{r})"

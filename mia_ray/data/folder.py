@@ -26,8 +26,11 @@ class FolderSource(Source):
         files = [p for p in self.path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()]
         self.files = sorted(p.relative_to(self.path).as_posix() for p in files)
         if not self.files:
+            links = [p for p in self.path.rglob("*") if p.is_symlink() and p.is_dir()]
+            hint = (f"; links to folders, such as {links[0]} -> {links[0].resolve()}, are not followed); allowed: a "
+                    f"folder that holds the images, e.g. data.path={links[0].resolve()}") if links else ")"
             raise DataError(
-                f"data.path: folder {self.path} holds no {'/'.join(SUFFIXES)} files (searched recursively)"
+                f"data.path: folder {self.path} holds no {'/'.join(SUFFIXES)} files (searched recursively{hint}"
             )
 
     def __len__(self) -> int:
@@ -36,6 +39,9 @@ class FolderSource(Source):
     def _read(self, ids: np.ndarray) -> list[np.ndarray]:
         paths = [self.path / self.files[i] for i in ids]
         return [decode_image(p, self.cfg.channels, str(p)) for p in paths]
+
+    def image_name(self, i: int) -> str:
+        return str(self.path / self.files[i])
 
     def files_to_fingerprint(self) -> list:
         return [self.path / f for f in self.files]

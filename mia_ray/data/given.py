@@ -76,8 +76,9 @@ def open_given(cfg: DataConfig, members: str | None, nonmembers: str | None) -> 
             one = DataConfig(source=cfg.source, path=str(path), resolution=cfg.resolution, channels=cfg.channels,
                              key=cfg.key)
             parts.append(SOURCES.get(cfg.source, key="data.source")(one))
-        except DataError as e:
-            raise DataError(str(e).replace("data.path", key, 1)) from None
+        except DataError as e:  # a message naming only the file ("x.npy: dtype int64 ...") named neither set
+            msg = str(e)
+            raise DataError(msg.replace("data.path", key, 1) if msg.startswith("data.") else f"{key}: {msg}") from None
     return GivenSource(cfg, *parts)
 
 
@@ -110,10 +111,7 @@ def check_disjoint(pool: GivenSource, digests: list[str]) -> None:
 
 
 def _name(source: Source, i: int) -> str:
-    files = getattr(source, "files", None)
-    if files is not None and source.path is not None and source.path.is_dir() and source.name == "folder":
-        return str(source.path / files[i])
-    return f"{source.where()} image {i}"
+    return source.image_name(i)
 
 
 __all__ = ["GivenSource", "check_disjoint", "given_split", "open_given"]

@@ -35,6 +35,8 @@ class HDF5Source(Source):
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        if self.path.is_dir():  # h5py's message: "file read failed: time = ..., errno = 21, buf = 0x7ffc...": one line
+            raise DataError(f"data.path: {self.path} is a folder; allowed: {self.accepts}")
         self.key = cfg.key or "images"
         with _open(self.path) as f:
             names = _dataset_names(f)
@@ -61,5 +63,11 @@ class HDF5Source(Source):
         lo, hi = int(uniq[0]), int(uniq[-1]) + 1
         with _open(self.path) as f:
             ds = f[self.key]
-            rows = ds[lo:hi][uniq - lo] if hi - lo <= 4 * len(uniq) else ds[uniq]  # dense: one slice
+            try:
+                rows = ds[lo:hi][uniq - lo] if hi - lo <= 4 * len(uniq) else ds[uniq]  # dense: one slice
+            except OSError as e:  # a damaged chunk ("filter returned failure during read") was a traceback
+                raise DataError(
+                    f"{self.where()} rows {lo}..{hi - 1}: cannot read them ({' '.join(str(e).split())}); allowed: "
+                    "an HDF5 file whose image dataset reads whole (check it with h5dump, or write it again)"
+                ) from None
         return as_nchw(to_unit(rows[inverse], self.where(), ids), self.layout)

@@ -61,6 +61,7 @@ class ParquetSource(Source):
             raise DataError(f"data.path: folder {self.path} holds no .parquet files")
         self.groups: list[tuple[int, int]] = []  # (file index, row group) in id order
         sizes: list[int] = []
+        first: tuple = ()  # the first file's column type and kind
         for fi, file in enumerate(self.files):
             try:
                 pf = pq.ParquetFile(file)
@@ -71,9 +72,18 @@ class ParquetSource(Source):
             names = pf.schema_arrow.names
             if self.key not in names:
                 raise DataError(f"data.key: no column {self.key!r} in {file}; available: {', '.join(names)}")
-            self.kind, self.dtype = _column_kind(pf.schema_arrow.field(self.key).type, self._where(file))
+            t = pf.schema_arrow.field(self.key).type
+            kind = _column_kind(t, self._where(file)), getattr(t, "shape", None)
+            if fi == 0:
+                first = (t, kind)
+            if kind != first[1]:  # the last file's kind was used to decode every file's rows
+                raise DataError(
+                    f"data.path: column {self.key!r} is {first[0]} in {self.files[0]} but {t} in {file}; allowed: one "
+                    "kind of image column (encoded bytes, nested lists of one dtype, one tensor shape) in every file"
+                )
+            self.kind, self.dtype = kind[0]
             if self.kind == "tensor":
-                self.layout = layout_of((0, *pf.schema_arrow.field(self.key).type.shape), self._where(file))
+                self.layout = layout_of((0, *t.shape), self._where(file))
             for g in range(pf.metadata.num_row_groups):
                 self.groups.append((fi, g))
                 sizes.append(pf.metadata.row_group(g).num_rows)
@@ -102,15 +112,25 @@ class ParquetSource(Source):
 
     def _values(self, uniq: np.ndarray) -> list:
         """Column values (arrow scalars) of the sorted unique ids, reading only their row groups."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         group_of = np.searchsorted(self.starts, uniq, side="right") - 1
         values: list = []
         for g in np.unique(group_of):
             fi, rg = self.groups[g]
-            col = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=[self.key]).column(self.key)
+            try:
+                col = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=[self.key]).column(self.key)
+            except (pa.ArrowException, OSError) as e:  # a damaged page ("Unexpected end of stream") was a traceback
+                raise DataError(
+                    f"{self._where(self.files[fi])} row group {rg}: cannot read it ({' '.join(str(e).split())}); "
+                    "allowed: a Parquet file whose image column reads whole (write it again)"
+                ) from None
             values.extend(col.take(uniq[group_of == g] - self.starts[g]))
         return values
+
+    def image_name(self, i: int) -> str:
+        return self._where(self._file_of(i), i)
 
     def _file_of(self, i: int):
         return self.files[self.groups[np.searchsorted(self.starts, i, side="right") - 1][0]]

@@ -28,19 +28,27 @@ def layout_of(shape: tuple[int, ...], where: str) -> str:
     """'NHW', 'NCHW' or 'NHWC' for an array of images of this shape (first axis = images).
 
     A 4-d shape is NCHW when axis 1 has size 1 or 3, NHWC when axis 3 has; if both do, the reading
-    whose spatial axes are square wins (NCHW on a tie).
+    whose spatial axes are square wins (NCHW on a tie). Images of 0 rows or columns are refused: resized,
+    they became blank images (uninitialised memory, in fact), every member identical to every non-member.
     """
+    layout = None
     if len(shape) == 3:
-        return "NHW"
-    if len(shape) == 4:
+        layout = "NHW"
+    elif len(shape) == 4:
         chw, hwc = shape[1] in (1, 3), shape[3] in (1, 3)
         if chw and hwc:
-            return "NHWC" if shape[1] == shape[2] and shape[2] != shape[3] else "NCHW"
-        if chw:
-            return "NCHW"
-        if hwc:
-            return "NHWC"
-    raise DataError(f"{where}: cannot read image array of shape {tuple(shape)}; allowed: {ALLOWED_LAYOUTS}")
+            layout = "NHWC" if shape[1] == shape[2] and shape[2] != shape[3] else "NCHW"
+        elif chw:
+            layout = "NCHW"
+        elif hwc:
+            layout = "NHWC"
+    if layout is None:
+        raise DataError(f"{where}: cannot read image array of shape {tuple(shape)}; allowed: {ALLOWED_LAYOUTS}")
+    hw = {"NHW": shape[1:3], "NCHW": shape[2:4], "NHWC": shape[1:3]}[layout]
+    if min(hw) < 1:
+        raise DataError(f"{where}: image array of shape {tuple(shape)} ({layout}) holds images of {hw[0]}x{hw[1]} "
+                        f"pixels; allowed: images of at least 1x1 pixels, {ALLOWED_LAYOUTS}")
+    return layout
 
 
 def as_nchw(a: np.ndarray, layout: str) -> np.ndarray:
@@ -126,7 +134,7 @@ def decode_image(data, channels: int, where: str) -> np.ndarray:
             if not mode.startswith(("I", "F")):
                 arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
     except Exception as e:  # PIL raises many types for bad files
-        reason = " ".join(str(e).split())
+        reason = " ".join(str(e).split()).replace(repr(data), "of these bytes")  # not '<_io.BytesIO object at 0x7f..>'
         raise DataError(
             f"cannot read image {where}: {type(e).__name__}: {reason}; allowed: PNG or JPEG"
         ) from e

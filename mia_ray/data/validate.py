@@ -1,4 +1,4 @@
-"""Validate a whole image pool at the door: every image decodes, values finite and in range.
+"""Validate a whole image pool at the door: every image decodes, values finite and in range, no two identical.
 
 The pool is streamed chunk by chunk (memory stays at one chunk) through the source's own reader, so the
 door applies exactly the checks a trial's ``load`` applies; the first bad image is named by its file,
@@ -7,7 +7,8 @@ row or index. A successful scan is remembered in a small JSON file keyed by the 
 does not read it again.
 
 Measured on this 2-core VM (warm page cache), 10k x 3 x 64 x 64 pools: a float32 .npy (469 MiB) scans in
-0.1 s, a uint8 one (117 MiB) in 0.3 s, 10k PNG files in 3.6 s; a cache hit costs 0.2 ms (one stat) for a
+0.1 s, a uint8 one (117 MiB) in 0.3 s, 10k PNG files in 3.6 s, plus 0.4 s for hashing every image (the
+duplicate check; measured again: float32 0.54 s, uint8 0.56 s in all); a cache hit costs 0.2 ms (one stat) for a
 .npy and 0.7 s for the PNG folder (listing + 10k stats, which opening the source does anyway). For
 comparison a trial's load of 2000 of those images takes 0.1-0.4 s (.npy) and 1.9 s (PNG): the first scan
 costs about one sweep's worth of reading, later sweeps over the same pool nothing.
@@ -28,8 +29,9 @@ import numpy as np
 from ..errors import DataError
 from .base import Source
 
-FORMAT = "mia_ray.pool_scan/2"  # /2 adds "lo": a /1 record (no lo) is scanned again once
+FORMAT = "mia_ray.pool_scan/3"  # /2 adds "lo", /3 "duplicate", "shapes", "hi": an older record is scanned again once
 log = logging.getLogger("mia_ray")
+DIM = -0.8  # the brightest pixel at most uint8 25: sklearn's digits stored as their 0..16 are -0.87 at most
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class PoolScan:
     n: int
     digests: list[str] | None = None  # blake2b-128 hex of each image's native float32 pixels and shape
     lo: float | None = None  # the smallest pixel of the pool on the [-1, 1] scale (None: not known)
+    duplicate: tuple[int, int] | None = None  # (i, j): the first image j identical to an earlier image i
+    shapes: list[tuple[int, ...]] | None = None  # the distinct native (C, H, W) of the images, sorted
+    hi: float | None = None  # the largest pixel of the pool on the [-1, 1] scale (None: not known)
 
 
 def digest(img: np.ndarray) -> str:
@@ -66,17 +71,26 @@ def fingerprint(source: Source) -> str | None:
 
 
 def scan(source: Source, digests: bool = False) -> PoolScan:
-    """Read every image of ``source`` once, in id order; raise DataError naming the first bad one."""
-    found: list[str] | None = [] if digests else None
-    lo = None
+    """Read every image of ``source`` once, in id order; raise DataError naming the first bad one. Every image
+    is hashed (the first duplicate is recorded); ``digests`` keeps the hashes."""
+    found: list[str] = []
+    first: dict[str, int] = {}
+    duplicate = None
+    shapes: set[tuple[int, ...]] = set()
+    lo = hi = None
     for ids in source.scan_chunks():
         images = source._read(ids)  # noqa: SLF001  (the door checks what trials will read, natively)
-        if found is not None:
-            found.extend(digest(img) for img in images)
+        for img in images:
+            d = digest(img)
+            if duplicate is None and first.setdefault(d, len(found)) != len(found):
+                duplicate = (first[d], len(found))
+            found.append(d)
+            shapes.add(tuple(int(v) for v in np.shape(img)))
         for img in images if isinstance(images, list) else [images]:
             if np.size(img):
                 lo = float(np.min(img)) if lo is None else min(lo, float(np.min(img)))
-    return PoolScan(len(source), found, lo)
+                hi = float(np.max(img)) if hi is None else max(hi, float(np.max(img)))
+    return PoolScan(len(source), found if digests else None, lo, duplicate, sorted(shapes), hi)
 
 
 def _cache_file(cache_dir: str, fp: str) -> Path:
@@ -93,13 +107,17 @@ def cached_scan(source: Source, cache_dir: str | None, digests: bool = False) ->
         try:
             d = json.loads(_cache_file(cache_dir, fp).read_text())
             if d.get("format") == FORMAT and d.get("n") == len(source) and (not digests or d.get("digests")):
-                return PoolScan(d["n"], d.get("digests"), d.get("lo"))
-        except (OSError, ValueError):
+                dup = d.get("duplicate")
+                return PoolScan(d["n"], d.get("digests"), d.get("lo"), tuple(dup) if dup else None,
+                                [tuple(x) for x in d.get("shapes") or []], d.get("hi"))
+        except (OSError, ValueError, TypeError):
             pass
     result = scan(source, digests)
     if fp is not None:
         _write_json(_cache_file(cache_dir, fp), {"format": FORMAT, "where": source.where(), "n": result.n,
-                                                 "digests": result.digests, "lo": result.lo})
+                                                 "digests": result.digests, "lo": result.lo,
+                                                 "duplicate": result.duplicate, "shapes": result.shapes,
+                                                 "hi": result.hi})
     return result
 
 
@@ -121,6 +139,16 @@ def check_pool(source: Source, cache_dir: str | None = None, digests: bool = Fal
     except DataError as e:
         msg = str(e)
         raise DataError(msg if msg.startswith("data.") else f"data.path: {msg}") from None
+    if result.duplicate is not None:  # drawn, the two copies could be a member and a non-member (split ids differ)
+        i, j = result.duplicate
+        raise DataError(
+            f"data.path: image {j} ({source.image_name(j)}) is identical to image {i} ({source.image_name(i)}); "
+            "allowed: distinct images (a copy can be drawn as a member and as a non-member, or be scored twice)"
+        )
+    if result.hi is not None and result.hi <= DIM:  # 0/1 masks or 0..16 intensities stored as uint8: near black
+        log.warning("%s: no pixel of the pool is above %.3g on mia_ray's [-1, 1] scale (uint8 %d): if these are uint8 "
+                    "images of 0..1 or 0..16 (masks, intensity levels), store them scaled to 0..255 (uint8 is read as "
+                    "0..255)", source.where(), result.hi, round((result.hi + 1) * 127.5))
     if result.lo is not None and result.lo >= 0:  # a pool of real photos on [-1, 1] has dark pixels below 0
         log.warning("%s: no pixel of the pool is below 0 on mia_ray's [-1, 1] scale (smallest %.3g): if these are "
                     "float images in [0, 1], store 2x - 1 (floats are read as [-1, 1] as they are; uint8 is rescaled "
