@@ -54,7 +54,7 @@ def check_content(cfg, source: Source) -> None:
         shapes = []
         for key, part in zip(("data.members", "data.nonmembers"), source.parts, strict=True):
             try:
-                found = check_pool(part, cache, digests=True)
+                found = check_pool(part, cache, digests=True, duplicates="warn")  # across the sets: check_disjoint
             except ValueError as e:
                 raise type(e)(str(e).replace("data.path", key, 1)) from None
             digests += found.digests

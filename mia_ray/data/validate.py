@@ -42,6 +42,7 @@ class PoolScan:
     digests: list[str] | None = None  # blake2b-128 hex of each image's native float32 pixels and shape
     lo: float | None = None  # the smallest pixel of the pool on the [-1, 1] scale (None: not known)
     duplicate: tuple[int, int] | None = None  # (i, j): the first image j identical to an earlier image i
+    n_duplicates: int = 0  # images identical to an earlier one
     shapes: list[tuple[int, ...]] | None = None  # the distinct native (C, H, W) of the images, sorted
     hi: float | None = None  # the largest pixel of the pool on the [-1, 1] scale (None: not known)
 
@@ -75,22 +76,23 @@ def scan(source: Source, digests: bool = False) -> PoolScan:
     is hashed (the first duplicate is recorded); ``digests`` keeps the hashes."""
     found: list[str] = []
     first: dict[str, int] = {}
-    duplicate = None
+    duplicate, n_duplicates = None, 0
     shapes: set[tuple[int, ...]] = set()
     lo = hi = None
     for ids in source.scan_chunks():
         images = source._read(ids)  # noqa: SLF001  (the door checks what trials will read, natively)
         for img in images:
             d = digest(img)
-            if duplicate is None and first.setdefault(d, len(found)) != len(found):
-                duplicate = (first[d], len(found))
+            if first.setdefault(d, len(found)) != len(found):
+                duplicate = duplicate or (first[d], len(found))
+                n_duplicates += 1
             found.append(d)
             shapes.add(tuple(int(v) for v in np.shape(img)))
         for img in images if isinstance(images, list) else [images]:
             if np.size(img):
                 lo = float(np.min(img)) if lo is None else min(lo, float(np.min(img)))
                 hi = float(np.max(img)) if hi is None else max(hi, float(np.max(img)))
-    return PoolScan(len(source), found if digests else None, lo, duplicate, sorted(shapes), hi)
+    return PoolScan(len(source), found if digests else None, lo, duplicate, n_duplicates, sorted(shapes), hi)
 
 
 def _cache_file(cache_dir: str, fp: str) -> Path:
@@ -109,14 +111,16 @@ def cached_scan(source: Source, cache_dir: str | None, digests: bool = False) ->
             if d.get("format") == FORMAT and d.get("n") == len(source) and (not digests or d.get("digests")):
                 dup = d.get("duplicate")
                 return PoolScan(d["n"], d.get("digests"), d.get("lo"), tuple(dup) if dup else None,
-                                [tuple(x) for x in d.get("shapes") or []], d.get("hi"))
+                                int(d.get("n_duplicates") or 0), [tuple(x) for x in d.get("shapes") or []],
+                                d.get("hi"))
         except (OSError, ValueError, TypeError):
             pass
     result = scan(source, digests)
     if fp is not None:
         _write_json(_cache_file(cache_dir, fp), {"format": FORMAT, "where": source.where(), "n": result.n,
                                                  "digests": result.digests, "lo": result.lo,
-                                                 "duplicate": result.duplicate, "shapes": result.shapes,
+                                                 "duplicate": result.duplicate,
+                                                 "n_duplicates": result.n_duplicates, "shapes": result.shapes,
                                                  "hi": result.hi})
     return result
 
@@ -132,8 +136,12 @@ def _write_json(path: Path, d: dict) -> None:
         pass
 
 
-def check_pool(source: Source, cache_dir: str | None = None, digests: bool = False) -> PoolScan:
-    """The door's pool check: one line naming ``data.path`` and the first bad image on failure."""
+def check_pool(source: Source, cache_dir: str | None = None, digests: bool = False,
+               duplicates: str = "refuse") -> PoolScan:
+    """The door's pool check: one line naming ``data.path`` and the first bad image on failure. Identical images
+    are refused in a pool the split is drawn from (``duplicates="refuse"``: the copies could become a member and a
+    non-member) and only warned about within one given set (``"warn"``: a copy is in the same class either way,
+    and real training sets hold a few exact copies)."""
     try:
         result = cached_scan(source, cache_dir, digests)
     except DataError as e:
@@ -141,10 +149,13 @@ def check_pool(source: Source, cache_dir: str | None = None, digests: bool = Fal
         raise DataError(msg if msg.startswith("data.") else f"data.path: {msg}") from None
     if result.duplicate is not None:  # drawn, the two copies could be a member and a non-member (split ids differ)
         i, j = result.duplicate
-        raise DataError(
-            f"data.path: image {j} ({source.image_name(j)}) is identical to image {i} ({source.image_name(i)}); "
-            "allowed: distinct images (a copy can be drawn as a member and as a non-member, or be scored twice)"
-        )
+        more = f" ({result.n_duplicates} images of the pool repeat an earlier one)" if result.n_duplicates > 1 else ""
+        what = f"image {j} ({source.image_name(j)}) is identical to image {i} ({source.image_name(i)}){more}"
+        if duplicates == "warn":
+            log.warning("%s: %s; each copy is scored as a sample of its own", source.where(), what)
+        else:
+            raise DataError(f"data.path: {what}; allowed: distinct images (a drawn split can make one copy a member "
+                            "and another a non-member: delete the copies)")
     if result.hi is not None and result.hi <= DIM:  # 0/1 masks or 0..16 intensities stored as uint8: near black
         log.warning("%s: no pixel of the pool is above %.3g on mia_ray's [-1, 1] scale (uint8 %d): if these are uint8 "
                     "images of 0..1 or 0..16 (masks, intensity levels), store them scaled to 0..255 (uint8 is read as "
