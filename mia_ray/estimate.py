@@ -5,9 +5,12 @@ DP-SGD) and the network passes of the sweep's own model on this machine's device
 takes the same figures from a JSON file instead (``benchmarks/gpu_check.py`` writes one on the cluster's GPU
 type; keys ``Timing``'s fields). The bill is arithmetic on those figures:
 
-* training: per target, ``train.steps`` x seconds per optimiser step (DP-SGD's for a finite epsilon);
-* each attack: per target, its scored samples x (``Attack.cost`` forward passes x seconds per forward of one
-  sample + backward passes x seconds per backward of one sample), at batched throughput.
+* training: per target, ``train.steps`` x seconds per optimiser step (DP-SGD's for a finite epsilon); the
+  reference models of LiRA likewise, each once (targets of one recipe share them);
+* utility: per target, ``utility.samples`` x ``utility.sampler_steps`` forwards of one sample;
+* each attack: per target, its scored samples (members, non-members and canaries) x (``Attack.cost`` forward
+  passes x seconds per forward of one sample + backward passes x seconds per backward of one sample), at
+  batched throughput, times 1 + R models for an attack that scores R reference models too.
 
 Device-hours are summed over targets, i.e. one device busy that long (or N devices for 1/N of it). Stored
 targets are not subtracted; per-sample pass times are measured at the attack batch size (``resources``).
@@ -62,20 +65,41 @@ class Timing:
 
 
 def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = None) -> dict:
-    """Device-hours per phase ({"training": h, "attack NAME": h, ..., "total": h}) and, with a price, cost."""
+    """Device-hours per phase ({"training": h, "training LiRA references": h, "utility": h, "attack NAME": h, ...,
+    "total": h}) and, with a price, cost. It counts what ``--dry-run``'s plan counts: the reference models an
+    attack such as LiRA trains (each once, however many trials share it) and scores beside the target, the
+    canaries every attack scores, and the DDIM samples of the utility measurement."""
     from .attacks import ATTACKS
+    from .references import reference_specs
 
     seconds: dict[str, float] = {"training": 0.0}
+    references: dict[str, float] = {}  # reference target id -> its training seconds
+
+    def step_seconds(spec) -> float:
+        dp = math.isfinite(spec.dp.epsilon)
+        return spec.train.steps * (timing.train_dp_s_per_step if dp else timing.train_plain_s_per_step)
+
+    def add(phase: str, s: float) -> None:
+        seconds[phase] = seconds.get(phase, 0.0) + s
+
     for trial in trials:
-        dp = math.isfinite(trial.spec.dp.epsilon)
-        per_step = timing.train_dp_s_per_step if dp else timing.train_plain_s_per_step
         if not trial.spec.model.pretrained:  # a given model is not trained (its train.steps were billed)
-            seconds["training"] += trial.spec.train.steps * per_step
+            seconds["training"] += step_seconds(trial.spec)
+        canaries = trial.spec.canaries.m if trial.spec.canaries else 0  # scored by every attack
         for a in trial.attacks:
-            n = 2 * (trial.eval_size if a.max_samples is None else min(trial.eval_size, a.max_samples))
+            n = 2 * (trial.eval_size if a.max_samples is None else min(trial.eval_size, a.max_samples)) + canaries
             cost = ATTACKS.get(a.name)().cost(a.params, num_steps)
             per_sample = cost.forward * timing.forward_s_per_sample + cost.backward * timing.backward_s_per_sample
-            seconds[f"attack {a.name}"] = seconds.get(f"attack {a.name}", 0.0) + n * per_sample
+            refs = a.params.references if getattr(ATTACKS.get(a.name), "needs_references", False) else 0
+            add(f"attack {a.name}", (1 + refs) * n * per_sample)  # the target and each reference model
+            for spec in reference_specs(trial.spec, refs):
+                references.setdefault(spec.target_id, step_seconds(spec))
+        if trial.utility is not None:
+            add("utility", trial.utility.samples * trial.utility.sampler_steps * timing.forward_s_per_sample)
+    if references:
+        seconds["training LiRA references"] = sum(references.values())
+    order = ["training", "training LiRA references", "utility"]
+    seconds = {k: seconds[k] for k in sorted(seconds, key=lambda k: (order.index(k) if k in order else 3))}
     hours = {k: v / 3600 for k, v in seconds.items()}
     hours["total"] = sum(hours.values())
     out = {"device": timing.device, "device_hours": hours}

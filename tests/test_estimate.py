@@ -86,3 +86,26 @@ def test_measure_times_the_sweeps_own_model_here():
     t = measure(cfg, sweep_config.expand(cfg), device="cpu", train_steps=1)
     assert t.device.startswith("cpu")
     assert min(t.train_plain_s_per_step, t.train_dp_s_per_step, t.forward_s_per_sample, t.backward_s_per_sample) > 0
+
+
+def test_the_bill_counts_what_the_plan_counts_references_canaries_and_utility():
+    """LiRA trains R reference models per target and scores each beside the target; a canary audit adds its m
+    canaries to every attack's samples; utility draws DDIM samples. The bill had none of them (lira_small's was
+    a ninth of its LiRA scoring and none of its 24 reference trainings)."""
+    here = os.path.join(os.path.dirname(__file__), "..", "sweeps")
+    cfg, _ = sweep_config.load(os.path.join(here, "lira_small.yaml"), [])
+    h = bill(sweep_config.expand(cfg), FAKE, 1000)["device_hours"]
+    assert h["training"] == pytest.approx(3 * 300 * 1.0 / 3600)
+    assert h["training LiRA references"] == pytest.approx(3 * 8 * 300 * 1.0 / 3600)  # 24 trainings, plain
+    assert h["attack lira"] == pytest.approx(3 * 9 * 128 * 5 * 8 * 1e-3 / 3600)  # 5 steps x 8 draws, 1 + 8 models
+    assert h["attack loss"] == pytest.approx(3 * 128 * 5 * 8 * 1e-3 / 3600)
+    assert h["utility"] == pytest.approx(3 * 256 * 50 * 1e-3 / 3600)
+    assert list(h)[:3] == ["training", "training LiRA references", "utility"]
+    assert h["total"] == pytest.approx(sum(v for k, v in h.items() if k != "total"))
+    cfg, _ = sweep_config.load(os.path.join(here, "audit_small.yaml"), ["utility.enabled=false"])
+    trials = sweep_config.expand(cfg)
+    h = bill(trials, FAKE, 1000)["device_hours"]
+    loss = next(a for a in trials[0].attacks if a.name == "loss")
+    fwd = ATTACKS.get("loss")().cost(loss.params, 1000).forward  # 4 steps x 4 draws
+    assert fwd == 16 and h["attack loss"] == pytest.approx(3 * (2 * 64 + 256) * fwd * 1e-3 / 3600)
+    assert "utility" not in h and "training LiRA references" not in h
