@@ -425,7 +425,7 @@ def test_weights_of_another_config_are_refused_not_left_random(tmp_path):
         check_model(model_cfg(a))
 
 
-def test_good_inputs_pass_preflight_and_the_scan_is_recorded_in_the_user_cache(tmp_path, monkeypatch):
+def test_good_inputs_pass_preflight_and_the_scan_is_recorded_in_the_user_cache(tmp_path, monkeypatch, caplog):
     from mia_ray import sweep_config
     from mia_ray.preflight import check_data
 
@@ -434,7 +434,10 @@ def test_good_inputs_pass_preflight_and_the_scan_is_recorded_in_the_user_cache(t
                  model={"pretrained": str(save_unet(tmp_path / "ckpt"))})
     cfg, _ = sweep_config.load(str(path))
     monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))
-    check_data(cfg)
+    with caplog.at_level("WARNING", logger="mia_ray"):
+        check_data(cfg)
+    # a given model attacked on a drawn split passes, with a warning that its 'members' are only the seed's draw
+    assert "model.pretrained with a split drawn from" in caplog.text and "give data.members" in caplog.text
     records = list((tmp_path / "cache" / "pool_scans").glob("*.json"))
     assert len(records) == 1 and '"n": 200' in records[0].read_text()
     assert not (tmp_path / "out").exists()  # the output and the store stay untouched until Ray's checks pass
