@@ -183,6 +183,9 @@ def _check_estimate_flags(args) -> None:
     if args.estimate_from is not None and not args.estimate_from.strip():  # '' is falsy: the real sweep started
         raise ConfigError(f"--estimate-from {args.estimate_from!r}; allowed: the path of a timings JSON file "
                           "(benchmarks/gpu_check.py writes one), or --estimate to time this machine")
+    if args.estimate and args.estimate_from:  # the file won silently: the user asked to time this machine too
+        raise ConfigError(f"--estimate with --estimate-from {args.estimate_from}: allowed: one of them (--estimate "
+                          "times this machine, --estimate-from takes another device's timings)")
     if args.dry_run and (args.estimate or args.estimate_from):
         flag = "--estimate" if args.estimate else "--estimate-from"
         raise ConfigError(f"{flag} with --dry-run: allowed: one of them (--dry-run prints the plan only; {flag} "

@@ -47,6 +47,7 @@ def test_estimate_from_json_through_the_cli(tmp_path, capsys):
     (["--estimate-from", "T", "--price-per-hour", "-1"], "error: --price-per-hour = -1.0; allowed: a number >= 0"),
     (["--estimate-from", "T", "--price-per-hour", "nan"], "error: --price-per-hour = nan; allowed: a number >= 0"),
     (["--estimate-from", "T", "--price-per-hour", "inf"], "error: --price-per-hour = inf; allowed: a number >= 0"),
+    (["--estimate-from", "T", "--estimate"], "error: --estimate with --estimate-from "),  # the file won silently
 ])
 def test_price_flag_is_checked_before_anything_runs(tmp_path, capsys, monkeypatch, flags, line):
     """Without an estimate the price would have started the real sweep; a negative price, a negative bill."""
