@@ -9,7 +9,7 @@ import sys
 from analysis.findings import check, format_findings
 from analysis.loader import AnalysisError, load
 from analysis.report import build_report, table_title
-from analysis.summary import nonfinite_warnings
+from analysis.score_health import nonfinite_warnings
 from analysis.tables import to_markdown
 from mia_ray.errors import OneLineParser
 from mia_ray.results import SCHEMAS, folder_problem

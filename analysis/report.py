@@ -15,6 +15,7 @@ from analysis.figures import FIGURES, write_figures
 from analysis.findings import check
 from analysis.loader import AnalysisError, Results, load
 from analysis.plot_style import ordered_families
+from analysis.score_health import nonfinite_warnings
 from analysis.tables import all_tables, attacks, format_table, write_csvs
 
 TABLE_TITLES = {
@@ -92,6 +93,10 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
         "<h2>Tables</h2>",
         f'<p class="note">{html.escape(NOTE)}</p>',
     ]
+    warnings = nonfinite_warnings(results)
+    if warnings:
+        out.append('<ul id="nonfinite-scores">' + "".join(f"<li><b>{html.escape(w)}</b></li>" for w in warnings)
+                   + "</ul>")
     out.extend(_findings_html(results))
     out.extend(_canary_html(results))
     for key, frame in tables.items():

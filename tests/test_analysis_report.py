@@ -100,8 +100,8 @@ def test_finish_is_what_a_sweep_prints_at_its_end(cli_run):
 
 
 def test_nonfinite_scores_are_named_where_the_results_are_printed(tmp_path, cli_run):
-    """NaN / ±inf scores are ranked by the metrics, not refused; the printed summary names them (target, attack,
-    how many of each kind, on how many samples), and a clean sweep prints no such line."""
+    """NaN / ±inf scores are ranked by the metrics, not refused; the printed summary and the report name them
+    (target, attack, how many of each kind, on how many samples), and a clean sweep shows no such line."""
     import glob
 
     import numpy as np
@@ -109,6 +109,7 @@ def test_nonfinite_scores_are_named_where_the_results_are_printed(tmp_path, cli_
     import pyarrow.parquet as pq
 
     assert "warning" not in analysis.finish(cli_run[0], report=False)[0] and "warning" not in cli_run[2]
+    assert "nonfinite-scores" not in open(cli_run[1], encoding="utf-8").read()
     root = build_results(str(tmp_path / "fixture"))
     path = sorted(glob.glob(os.path.join(root, "scores", "**", "*.parquet"), recursive=True))[0]
     table = pq.read_table(path)
@@ -127,3 +128,5 @@ def test_nonfinite_scores_are_named_where_the_results_are_printed(tmp_path, cli_
     with contextlib.redirect_stdout(printed):
         assert main([root]) == 0
     assert [line for line in printed.getvalue().splitlines() if "warning" in line] == [want]
+    report = open(os.path.join(root, "report", "report.html"), encoding="utf-8").read()  # the shared artifact too
+    assert f'<ul id="nonfinite-scores"><li><b>{want}</b></li></ul>' in report
