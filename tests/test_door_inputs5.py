@@ -215,6 +215,19 @@ def test_channels_that_are_not_integers_are_named_not_contradicted(tmp_path):
         check_checkpoint(str(tmp_path / "u"), 1, 8)
 
 
+def given_cfg(source: str, members, nonmembers, monkeypatch, cache):
+    """A config with given membership at 1 x 8 x 8 (what the door's content check reads); the scan cache in
+    ``cache``, not the user's."""
+    from types import SimpleNamespace
+
+    from mia_ray.config import DataConfig
+
+    monkeypatch.setenv("MIA_RAY_CACHE", str(cache))
+    data = DataConfig(source=source, resolution=8, channels=1)
+    data.members, data.nonmembers = str(members), str(nonmembers)
+    return SimpleNamespace(data=data)
+
+
 # --- duplicates ----------------------------------------------------------------------------------------------
 
 
@@ -265,23 +278,18 @@ def test_a_pool_holding_one_image_twice_is_refused_naming_both_copies(tmp_path):
 def test_an_image_twice_within_a_given_set_is_a_warning_naming_both(tmp_path, monkeypatch, caplog):
     """Within one given set both copies are in the same class (members of a real training set such as CIFAR-10's
     may repeat exactly): a warning naming the copies and how many, not a refusal; across the sets it is refused."""
-    from types import SimpleNamespace
 
     import numpy as np
 
-    from mia_ray.config import DataConfig
     from mia_ray.door import check_content, open_pool
     from mia_ray.errors import DataError
 
-    monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))  # not the user's
     u8 = np.random.default_rng(1).integers(0, 256, (60, 8, 8), dtype=np.uint8)
     np.save(tmp_path / "m.npy", u8[:30])
     nm = u8[30:].copy()
     nm[20] = nm[3]
     np.save(tmp_path / "nm.npy", nm)
-    data = DataConfig(source="npz", resolution=8, channels=1)
-    data.members, data.nonmembers = str(tmp_path / "m.npy"), str(tmp_path / "nm.npy")
-    cfg = SimpleNamespace(data=data)
+    cfg = given_cfg("npz", tmp_path / "m.npy", tmp_path / "nm.npy", monkeypatch, tmp_path / "cache")
     nm[25] = nm[3]
     np.save(tmp_path / "nm.npy", nm)
     with caplog.at_level("WARNING", logger="mia_ray"):
@@ -298,22 +306,17 @@ def test_given_sets_of_different_native_shapes_are_refused(tmp_path, monkeypatch
     """Members 3x16x16 RGB, non-members 1x8x8 gray at data 1x8x8: only the members were downsampled and turned to
     luma, and an attack could score the conversion instead of membership. Sets sharing a shape, or both of many
     sizes (photos), pass."""
-    from types import SimpleNamespace
 
     import numpy as np
     from PIL import Image
 
-    from mia_ray.config import DataConfig
     from mia_ray.door import check_content, check_same_shapes, open_pool
     from mia_ray.errors import DataError
 
-    monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(2)
     np.save(tmp_path / "m.npy", rng.integers(0, 256, (30, 3, 16, 16), dtype=np.uint8))
     np.save(tmp_path / "nm.npy", rng.integers(0, 256, (30, 8, 8), dtype=np.uint8))
-    data = DataConfig(source="npz", resolution=8, channels=1)
-    data.members, data.nonmembers = str(tmp_path / "m.npy"), str(tmp_path / "nm.npy")
-    cfg = SimpleNamespace(data=data)
+    cfg = given_cfg("npz", tmp_path / "m.npy", tmp_path / "nm.npy", monkeypatch, tmp_path / "cache")
     with pytest.raises(DataError, match=r"^data\.nonmembers: images are 1x8x8 \(C x H x W\) but the members are "
                                         r"3x16x16; allowed: members and non-members of the same native size and "
                                         r"channels \(converting one set only lets an attack tell them apart by the "
@@ -326,9 +329,8 @@ def test_given_sets_of_different_native_shapes_are_refused(tmp_path, monkeypatch
     for i in range(6):
         Image.fromarray(rng.integers(0, 256, (8 + 4 * (i % 2), 8), dtype=np.uint8)).save(tmp_path / "a" / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, (12, 8), dtype=np.uint8)).save(tmp_path / "b" / f"{i}.png")
-    data = DataConfig(source="folder", resolution=8, channels=1)
-    data.members, data.nonmembers = str(tmp_path / "a"), str(tmp_path / "b")
-    check_content(SimpleNamespace(data=data), open_pool(SimpleNamespace(data=data)))
+    two = given_cfg("folder", tmp_path / "a", tmp_path / "b", monkeypatch, tmp_path / "cache")
+    check_content(two, open_pool(two))
     check_same_shapes([(3, 10, 12), (3, 20, 9)], [(3, 31, 7), (3, 5, 5)])  # photos of many sizes: left to the user
     with pytest.raises(DataError, match=r"images are 3x32x32 \(C x H x W\) but the members are 3x10x12, 3x20x9;"):
         check_same_shapes([(3, 10, 12), (3, 20, 9)], [(3, 32, 32)])
@@ -504,25 +506,20 @@ def test_resuming_trials_of_an_unreadable_schema_version_is_refused_before_ray(t
 
 def test_given_folders_of_png_beside_jpeg_are_refused(tmp_path, monkeypatch):
     """Members saved as PNG, non-members as JPEG: the compression artifacts of one set were a membership signal."""
-    from types import SimpleNamespace
 
     import numpy as np
     from PIL import Image
 
-    from mia_ray.config import DataConfig
     from mia_ray.door import check_content, open_pool
     from mia_ray.errors import DataError
 
-    monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(3)
     for name in ("m", "n"):
         (tmp_path / name).mkdir()
     for i in range(5):
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "m" / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "n" / f"{i}.jpg")
-    data = DataConfig(source="folder", resolution=8, channels=1)
-    data.members, data.nonmembers = str(tmp_path / "m"), str(tmp_path / "n")
-    cfg = SimpleNamespace(data=data)
+    cfg = given_cfg("folder", tmp_path / "m", tmp_path / "n", monkeypatch, tmp_path / "cache")
     with pytest.raises(DataError, match=r"^data\.nonmembers: images are JPEG files but the members are PNG files; "
                                         r"allowed: members and non-members stored in the same format \(compression "
                                         r"artifacts on one set only let an attack tell them apart by the format, not "
