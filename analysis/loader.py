@@ -52,6 +52,12 @@ class Results:
         return read_scores(self)
 
     @cached_property
+    def nonfinite_scores(self) -> pd.DataFrame:
+        """The ``scores/`` rows whose score is NaN or ±inf (usually none): read once, however many views name them
+        (the printed summary and the report)."""
+        return read_scores(self, columns=["trial_id", "attack", "sample_id", "score"], nonfinite=True)
+
+    @cached_property
     def splits(self) -> pd.DataFrame:
         """The saved member / non-member sample ids of every trial."""
         return _read(self, "splits")
