@@ -12,8 +12,10 @@ type; keys ``Timing``'s fields). The bill is arithmetic on those figures:
   passes x seconds per forward of one sample + backward passes x seconds per backward of one sample), at
   batched throughput, times 1 + R models for an attack that scores R reference models too.
 
-Device-hours are summed over targets, i.e. one device busy that long (or N devices for 1/N of it). Stored
-targets are not subtracted; per-sample pass times are measured at the attack batch size (``resources``).
+Device-hours are summed over targets, i.e. one device busy that long (or N devices for 1/N of it); per-sample
+pass times are measured at the attack batch size (``resources``). What a rerun would not do again is not billed
+(``done_work``): trials complete in a local results folder (their scoring and utility) and targets or reference
+models complete in a local target store (their training).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -64,15 +67,46 @@ class Timing:
         return cls(**values)
 
 
-def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = None) -> dict:
+@dataclass(frozen=True)
+class Done:
+    """Work a rerun skips: trial ids complete in the results folder, target ids complete in the store."""
+
+    trials: frozenset = frozenset()
+    targets: frozenset = frozenset()
+    checked: bool = True  # False: a remote output or store, not looked at (billed in full)
+
+
+def done_work(trials, results_root: str, store_root: str) -> Done:
+    """The trials and targets (with LiRA's reference models) a rerun of ``trials`` would not redo. Local paths
+    only: an estimate may be made offline, before a cluster's bucket is reachable."""
+    from . import results
+    from .attacks import ATTACKS
+    from .references import reference_specs
+    from .training.store import META
+
+    if "://" in results_root or "://" in store_root:
+        return Done(checked=False)
+    done = frozenset(t.trial_id for t in trials if results.trial_done(results_root, t.trial_id))
+    ids = {t.spec.target_id for t in trials if not t.spec.model.pretrained}
+    for t in trials:
+        for a in t.attacks:
+            if getattr(ATTACKS.get(a.name), "needs_references", False):
+                ids.update(s.target_id for s in reference_specs(t.spec, a.params.references))
+    stored = frozenset(i for i in ids if os.path.isfile(os.path.join(store_root, i, META)))
+    return Done(done, stored)
+
+
+def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = None, done: Done = Done()) -> dict:
     """Device-hours per phase ({"training": h, "training LiRA references": h, "utility": h, "attack NAME": h, ...,
     "total": h}) and, with a price, cost. It counts what ``--dry-run``'s plan counts: the reference models an
     attack such as LiRA trains (each once, however many trials share it) and scores beside the target, the
-    canaries every attack scores, and the DDIM samples of the utility measurement."""
+    canaries every attack scores, and the DDIM samples of the utility measurement; each target is trained once
+    however many trials attack it. ``done``'s complete trials and stored targets are not billed."""
     from .attacks import ATTACKS
     from .references import reference_specs
 
     seconds: dict[str, float] = {"training": 0.0}
+    targets: dict[str, float] = {}  # target id -> its training seconds
     references: dict[str, float] = {}  # reference target id -> its training seconds
 
     def step_seconds(spec) -> float:
@@ -83,8 +117,10 @@ def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = 
         seconds[phase] = seconds.get(phase, 0.0) + s
 
     for trial in trials:
+        if trial.trial_id in done.trials:  # a rerun skips it: its target, references, scores and utility exist
+            continue
         if not trial.spec.model.pretrained:  # a given model is not trained (its train.steps were billed)
-            seconds["training"] += step_seconds(trial.spec)
+            targets.setdefault(trial.spec.target_id, step_seconds(trial.spec))
         canaries = trial.spec.canaries.m if trial.spec.canaries else 0  # scored by every attack
         for a in trial.attacks:
             n = 2 * (trial.eval_size if a.max_samples is None else min(trial.eval_size, a.max_samples)) + canaries
@@ -96,13 +132,15 @@ def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = 
                 references.setdefault(spec.target_id, step_seconds(spec))
         if trial.utility is not None:
             add("utility", trial.utility.samples * trial.utility.sampler_steps * timing.forward_s_per_sample)
+    seconds["training"] = sum(v for k, v in targets.items() if k not in done.targets)
     if references:
-        seconds["training LiRA references"] = sum(references.values())
+        seconds["training LiRA references"] = sum(v for k, v in references.items() if k not in done.targets)
     order = ["training", "training LiRA references", "utility"]
     seconds = {k: seconds[k] for k in sorted(seconds, key=lambda k: (order.index(k) if k in order else 3))}
     hours = {k: v / 3600 for k, v in seconds.items()}
     hours["total"] = sum(hours.values())
-    out = {"device": timing.device, "device_hours": hours}
+    out = {"device": timing.device, "device_hours": hours, "done_trials": len(done.trials),
+           "stored_targets": len(done.targets), "done_checked": done.checked}
     if price_per_hour is not None:
         out["price_per_hour"] = price_per_hour
         out["cost"] = {k: h * price_per_hour for k, h in hours.items()}
@@ -114,6 +152,11 @@ def bill_text(result: dict) -> str:
     for k, h in result["device_hours"].items():
         cost = f"   cost {result['cost'][k]:,.2f}" if "cost" in result else ""
         lines.append(f"  {k:<22} {h:>14,.1f} h{cost}")
+    if not result.get("done_checked", True):
+        lines.append("  (remote output or store: work already done there is not subtracted)")
+    elif result.get("done_trials") or result.get("stored_targets"):
+        lines.append(f"  not billed: {result['done_trials']} trial(s) already complete, {result['stored_targets']} "
+                     "stored target(s) / reference model(s) not trained again")
     return "\n".join(lines)
 
 

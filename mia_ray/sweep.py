@@ -243,10 +243,11 @@ def _run(args) -> int:
         print("dry run: nothing trained, scored or written")
         return 0
     if args.estimate or args.estimate_from:  # mia_ray/estimate.py: the bill, nothing trained or written
-        from .estimate import Timing, bill, bill_text, measure
+        from .estimate import Timing, bill, bill_text, done_work, measure
 
         timing = Timing.from_json(args.estimate_from) if args.estimate_from else measure(cfg, trials)
-        print(bill_text(bill(trials, timing, cfg.family.num_steps, args.price_per_hour)))
+        done = done_work(trials, sweep_config.results_root(cfg), sweep_config.store_root(cfg))
+        print(bill_text(bill(trials, timing, cfg.family.num_steps, args.price_per_hour, done)))
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS="" is no address
     ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)

@@ -9,7 +9,7 @@ import pytest
 from mia_ray import sweep, sweep_config
 from mia_ray.attacks import ATTACKS
 from mia_ray.errors import ConfigError
-from mia_ray.estimate import Timing, bill, bill_text, measure
+from mia_ray.estimate import Timing, bill, bill_text, done_work, measure
 
 FULL = os.path.join(os.path.dirname(__file__), "..", "sweeps", "full_paper.yaml")
 FAKE = Timing("fake", train_plain_s_per_step=1.0, train_dp_s_per_step=2.0, forward_s_per_sample=1e-3,
@@ -110,3 +110,48 @@ def test_the_bill_counts_what_the_plan_counts_references_canaries_and_utility():
     fwd = ATTACKS.get("loss")().cost(loss.params, 1000).forward  # 4 steps x 4 draws
     assert fwd == 16 and h["attack loss"] == pytest.approx(3 * (2 * 64 + 256) * fwd * 1e-3 / 3600)
     assert "utility" not in h and "training LiRA references" not in h
+
+
+def test_a_rerun_is_billed_only_for_what_it_would_still_do(tmp_path, capsys):
+    """Trials complete in the results folder are not scored again, and targets or LiRA reference models complete in
+    the store are not trained again: the bill of a half-done sweep was the whole sweep's."""
+    from mia_ray import results
+    from mia_ray.references import reference_specs
+    from mia_ray.training.store import META
+
+    here = os.path.join(os.path.dirname(__file__), "..", "sweeps")
+    cfg, _ = sweep_config.load(os.path.join(here, "lira_small.yaml"), [f"output={tmp_path / 'out'}"])
+    trials = sweep_config.expand(cfg)
+    full = bill(trials, FAKE, 1000)["device_hours"]
+    root, store = sweep_config.results_root(cfg), sweep_config.store_root(cfg)
+    for table in results.TABLES:  # trial 0 complete (a partial trial would be redone in full)
+        os.makedirs(os.path.join(root, table), exist_ok=True)
+        open(os.path.join(root, table, f"{trials[0].trial_id}.parquet"), "w").close()
+    lira = next(a for a in trials[1].attacks if a.name == "lira")
+    refs = reference_specs(trials[1].spec, lira.params.references)
+    for tid in (trials[1].spec.target_id, refs[0].target_id):  # trial 1's target and one reference model stored
+        os.makedirs(os.path.join(store, tid))
+        open(os.path.join(store, tid, META), "w").close()
+    done = done_work(trials, root, store)
+    assert done.trials == {trials[0].trial_id} and len(done.targets) == 2
+    out = bill(trials, FAKE, 1000, done=done)
+    h = out["device_hours"]
+    assert h["training"] == pytest.approx(full["training"] / 3)  # trial 0 done, trial 1's target stored
+    refs_per_target = full["training LiRA references"] / 3
+    assert h["training LiRA references"] == pytest.approx(2 * refs_per_target - refs_per_target / 8)
+    for phase in ("attack lira", "attack loss", "utility"):  # scored again for trials 1 and 2 only
+        assert h[phase] == pytest.approx(full[phase] * 2 / 3)
+    assert "not billed: 1 trial(s) already complete, 2 stored" in bill_text(out)
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(FAKE.__dict__))
+    assert sweep.main([os.path.join(here, "lira_small.yaml"), "--estimate-from", str(f),
+                       f"output={tmp_path / 'out'}"]) == 0
+    assert "not billed: 1 trial(s) already complete, 2 stored" in capsys.readouterr().out
+
+
+def test_a_remote_output_is_billed_in_full_and_says_so():
+    cfg, _ = sweep_config.load(FULL, ["output=s3://bucket/prefix"])
+    trials = sweep_config.expand(cfg)
+    done = done_work(trials, sweep_config.results_root(cfg), sweep_config.store_root(cfg))
+    assert not done.checked and not done.trials
+    assert "not subtracted" in bill_text(bill(trials, FAKE, 1000, done=done))
