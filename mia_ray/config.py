@@ -25,6 +25,10 @@ class DataConfig:
     # by ``source``; set together, instead of ``path``. Left out of the target id when null (ids stay pinned).
     members: str | None = None
     nonmembers: str | None = None
+    # The array / dataset / column of each given set where they differ (one HDF5 or .npz file holding both sets
+    # under two keys); null: ``key``.
+    members_key: str | None = None
+    nonmembers_key: str | None = None
 
 
 @dataclass
@@ -93,7 +97,7 @@ class CanarySpec:
     eval_size: int
 
 
-OPTIONAL_DATA_KEYS = ("members", "nonmembers")
+OPTIONAL_DATA_KEYS = ("members", "nonmembers", "members_key", "nonmembers_key")
 
 
 @dataclass

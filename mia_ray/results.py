@@ -344,7 +344,9 @@ def dataset_label(data: DataConfig) -> str:
     """The ``dataset`` column: the source name, with its path when it reads one (``folder:/data/x``), or with
     the given members and non-members (``npz:members=/d/train.npy,nonmembers=/d/test.npy``)."""
     if getattr(data, "members", None) or getattr(data, "nonmembers", None):
-        return f"{data.source}:members={data.members},nonmembers={data.nonmembers}"
+        keys = [f"{k}={v}" for k, v in (("members_key", data.members_key), ("nonmembers_key", data.nonmembers_key))
+                if v is not None]  # one file holding both sets under two keys
+        return f"{data.source}:" + ",".join([f"members={data.members}", f"nonmembers={data.nonmembers}", *keys])
     return data.source if not data.path else f"{data.source}:{data.path}"
 
 

@@ -272,7 +272,8 @@ def _refuse_blank(cfg: SweepConfig) -> None:
     if not cfg.output.strip():  # "" made the results root /<name>
         raise ConfigError(f"output = {cfg.output!r}; allowed: a folder path or a URI such as s3://bucket/prefix")
     settings = {"store": cfg.store, "model.pretrained": cfg.model.pretrained}
-    settings |= {f"data.{k}": getattr(cfg.data, k) for k in ("path", "key", "members", "nonmembers")}
+    settings |= {f"data.{k}": getattr(cfg.data, k)
+                 for k in ("path", "key", "members", "nonmembers", "members_key", "nonmembers_key")}
     for key, v in settings.items():
         if v is not None and not v.strip():
             raise ConfigError(f"{key} = {v!r}; allowed: a non-blank path or name, or null (leave the key out)")
@@ -495,10 +496,16 @@ def check_data_config(data: DataConfig, given: bool = False) -> None:
         if not source.needs_path and getattr(data, key):
             raise ConfigError(f"data.{key} = {getattr(data, key)!r} is not read: data.source = {data.source!r} reads "
                               f"no files; allowed: a source that reads it ({readers}), or data.{key}: null")
-    if data.key is not None and not source.uses_key:
-        keyed = ", ".join(n for n in SOURCES.names() if SOURCES.get(n).uses_key and SOURCES.get(n).needs_path)
-        raise ConfigError(f"data.key = {data.key!r} is not read by data.source = {data.source!r}; allowed: null "
-                          f"(a key names an array, dataset or column for {keyed})")
+    for key in ("key", "members_key", "nonmembers_key"):
+        v = getattr(data, key)
+        if v is not None and not source.uses_key:
+            keyed = ", ".join(n for n in SOURCES.names() if SOURCES.get(n).uses_key and SOURCES.get(n).needs_path)
+            raise ConfigError(f"data.{key} = {v!r} is not read by data.source = {data.source!r}; allowed: null "
+                              f"(a key names an array, dataset or column for {keyed})")
+    for key in ("members_key", "nonmembers_key"):  # read only with given membership: silently unused otherwise
+        if getattr(data, key) is not None and not getattr(data, key.removesuffix("_key")):
+            raise ConfigError(f"data.{key} = {getattr(data, key)!r} needs data.{key.removesuffix('_key')}; allowed: "
+                              "null (data.key names the array, dataset or column of data.path)")
     check_image_shape(data)
 
 

@@ -69,16 +69,19 @@ def open_given(cfg: DataConfig, members: str | None, nonmembers: str | None) -> 
             "allowed: data.path (a drawn split) or both data.members and data.nonmembers (given membership)"
         )
     parts = []
-    for key, path in zip(KEYS, (members, nonmembers), strict=True):
+    for key, path, own_key in zip(KEYS, (members, nonmembers), (cfg.members_key, cfg.nonmembers_key), strict=True):
         if not path:
             raise ConfigError(f"{key} is required with given membership; allowed: a path read by data.source")
         try:
             one = DataConfig(source=cfg.source, path=str(path), resolution=cfg.resolution, channels=cfg.channels,
-                             key=cfg.key)
+                             key=own_key if own_key is not None else cfg.key)
             parts.append(SOURCES.get(cfg.source, key="data.source")(one))
-        except DataError as e:  # a message naming only the file ("x.npy: dtype int64 ...") named neither set
+        except (ConfigError, DataError) as e:  # a message naming only the file ("x.npy: ...") named neither set
             msg = str(e)
-            raise DataError(msg.replace("data.path", key, 1) if msg.startswith("data.") else f"{key}: {msg}") from None
+            if own_key is not None:  # the set's own key was read, not data.key
+                msg = msg.replace("data.key", f"{key}_key", 1)
+            kind = type(e)
+            raise kind(msg.replace("data.path", key, 1) if msg.startswith("data.") else f"{key}: {msg}") from None
     return GivenSource(cfg, *parts)
 
 
