@@ -83,10 +83,12 @@ def test_unknown_accountant_is_refused_naming_the_key_and_the_allowed_ones():
 
 def _old_target_id(spec: TargetSpec) -> str:
     """The id as computed before dp.accountant / dp.secure_mode (and the other fields of this round: canaries,
-    reference, data.members / nonmembers; later dp.grad_sample_mode and model.bf16) existed."""
+    reference, data.members / nonmembers; later dp.grad_sample_mode, model.bf16, data.members_key / nonmembers_key)
+    existed."""
     d = asdict(spec)
     del d["dp"]["accountant"], d["dp"]["secure_mode"], d["dp"]["grad_sample_mode"], d["canaries"], d["reference"]
     del d["data"]["members"], d["data"]["nonmembers"], d["model"]["bf16"]
+    del d["data"]["members_key"], d["data"]["nonmembers_key"]
     return hashlib.sha256(json.dumps(jsonable(d), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
