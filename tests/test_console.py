@@ -54,6 +54,7 @@ def test_two_target_sweep_one_failing_in_its_trial(tmp_path):
     root = tmp_path / "out" / "console"
     assert set(read(str(root), "metrics")["train_size"]) == {16}  # what finished is kept and summarised
     assert (root / "report.html").exists() or "report:" in p.stdout, p.stdout
+    assert len(list((tmp_path / "out" / "_tune").iterdir())) == 1  # Tune's logs of a run with a failure: kept
 
 
 @pytest.mark.slow

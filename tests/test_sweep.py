@@ -70,6 +70,7 @@ def test_two_concurrent_trials_end_to_end(local_ray, store_dir, tmp_path):
     ids = splits.groupby(["trial_id", "is_member"]).sample_id.apply(set)
     for tid in m.trial_id.unique():
         assert not ids[(tid, True)] & ids[(tid, False)]
+    assert not (tmp_path / "out" / "_tune").exists()  # Tune's logs of a run without failures: removed
 
 
 def test_ray_data_scores_equal_in_process_scores(local_ray, store_dir, tmp_path):
@@ -201,3 +202,23 @@ def test_flags_may_come_after_overrides(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 target(s)" in out and str(tmp_path / "o") in out
     assert not (tmp_path / "o").exists()
+
+
+def test_tune_logs_of_a_complete_sweep_are_removed_others_kept(tmp_path):
+    """Each run left ~0.5 MB under <output>/_tune/ that nothing reads; once the sweep is complete its runs' folders
+    (also those of earlier failed runs) go, other sweeps' stay."""
+    from mia_ray.distributed.tuning import _remove_run_logs
+
+    for name in ("q-20261130-023957", "q-20261129-235959", "q-x-20261130-023957", "qq-20261130-023957", "q-notes"):
+        (tmp_path / "_tune" / name).mkdir(parents=True)
+        (tmp_path / "_tune" / name / "log.txt").write_text("x")
+    _remove_run_logs(str(tmp_path / "_tune"), "q")
+    assert sorted(p.name for p in (tmp_path / "_tune").iterdir()) == ["q-notes", "q-x-20261130-023957",
+                                                                      "qq-20261130-023957"]
+    _remove_run_logs(str(tmp_path / "_tune"), "q-x")
+    _remove_run_logs(str(tmp_path / "_tune"), "qq")
+    (tmp_path / "_tune" / "q-notes" / "log.txt").unlink()
+    (tmp_path / "_tune" / "q-notes").rmdir()
+    _remove_run_logs(str(tmp_path / "_tune"), "q")
+    assert not (tmp_path / "_tune").exists()  # empty: removed
+    _remove_run_logs(str(tmp_path / "_tune"), "q")  # no folder: nothing to do
