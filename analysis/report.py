@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.calibrated import V2_TABLES, v2_tables
+from analysis.completeness import missing_table_warnings
 from analysis.figures import FIGURES, write_figures
 from analysis.findings import check
 from analysis.loader import AnalysisError, Results, load
@@ -96,6 +97,10 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
     warnings = nonfinite_warnings(results)
     if warnings:
         out.append('<ul id="nonfinite-scores">' + "".join(f"<li><b>{html.escape(w)}</b></li>" for w in warnings)
+                   + "</ul>")
+    missing = missing_table_warnings(results)
+    if missing:
+        out.append('<ul id="missing-tables">' + "".join(f"<li><b>{html.escape(w)}</b></li>" for w in missing)
                    + "</ul>")
     out.extend(_findings_html(results))
     out.extend(_canary_html(results))
