@@ -4,7 +4,8 @@
   named); a passed scan is remembered in the user's cache (``scan_cache_dir``), keyed by the files' path, size,
   mtime;
 * given membership (``data.members`` / ``data.nonmembers``): both sets pass the same scan, share no
-  image (content hash), share a native image shape (C, H, W) and, for folders, a file format;
+  image (content hash), share a native image shape (C, H, W), for folders a file format, and for arrays a
+  pixel dtype (uint8 beside float: the quantisation of one set only is a signal);
 * ``model.pretrained``: exists, safetensors weights load strictly into its UNet2DModel config, sample size
   and channels fit the data; a pipeline directory's scheduler maps to a known family.
 
@@ -14,6 +15,8 @@ Each failure is a one-line ConfigError / DataError naming the key or file and wh
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 from .data.base import Source
 from .data.given import GivenSource, check_disjoint, open_given
@@ -62,6 +65,7 @@ def check_content(cfg, source: Source) -> None:
         check_disjoint(source, digests)
         check_same_shapes(*shapes)
         check_same_formats(*source.parts)
+        check_same_dtypes(*source.parts)
     else:
         check_pool(source, cache)
 
@@ -100,6 +104,32 @@ def check_same_formats(members: Source, nonmembers: Source) -> None:
     )
 
 
+def stored_as(part: Source) -> str | None:
+    """How a set's pixels are stored, as far as an attack could tell from the values read: ``uint8`` (256 levels),
+    ``float16``, ``float32 or wider`` (float64 is read as float32, on the same grid), ``encoded image bytes``
+    (Parquet PNG / JPEG cells); None where the source does not say (a folder: its formats are compared)."""
+    if getattr(part, "kind", None) in ("bytes", "struct"):
+        return "encoded image bytes"
+    dtype = getattr(part, "dtype", None)
+    if dtype is None:
+        return None
+    dtype = np.dtype(dtype)
+    return "float32 or wider" if dtype.kind == "f" and dtype.itemsize >= 4 else dtype.name
+
+
+def check_same_dtypes(members: Source, nonmembers: Source) -> None:
+    """Refuse given arrays stored differently (members float32 beside non-members uint8): only the uint8 set lies on
+    a grid of 256 levels, a signal an attack can score instead of membership (as JPEG beside PNG)."""
+    have = stored_as(members), stored_as(nonmembers)
+    if None in have or have[0] == have[1]:
+        return
+    raise DataError(
+        f"data.nonmembers: pixels are stored as {have[1]} but the members' as {have[0]}; allowed: members and "
+        "non-members stored alike (convert one set: the quantisation of one set only lets an attack tell them apart "
+        "by the storage, not by membership)"
+    )
+
+
 def check_model(cfg):
     """The pretrained checkpoint fits the data; returns its pipeline's FamilyConfig (None otherwise)."""
     if not cfg.model.pretrained:
@@ -117,5 +147,5 @@ def check_inputs(cfg, source: Source) -> None:
     check_content(cfg, source)
 
 
-__all__ = ["check_content", "check_inputs", "check_model", "check_same_formats", "check_same_shapes",
-           "given_membership", "open_pool", "scan_cache_dir"]
+__all__ = ["check_content", "check_inputs", "check_model", "check_same_dtypes", "check_same_formats",
+           "check_same_shapes", "given_membership", "open_pool", "scan_cache_dir", "stored_as"]
