@@ -68,3 +68,62 @@ def test_given_parquet_of_encoded_bytes_beside_arrays_is_refused(tmp_path, monke
     with pytest.raises(DataError, match=r"^data\.nonmembers: pixels are stored as uint8 but the members' as encoded "
                                         r"image bytes; allowed"):
         check_content(cfg, open_pool(cfg))
+
+
+# --- sweep YAML values ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, line", [
+    # 1e12 optimiser steps without DP passed: training keeps every step's loss (32 TB) and ran for years
+    (["train.steps=1000000000000"], r"^train\.steps = 1000000000000; allowed: an integer in \[1, 10_000_000\] "
+                                    r"\(training keeps every step's loss; use --estimate for the device-hours of a "
+                                    r"long run\)$"),
+    (["train.steps=10000001"], r"^train\.steps = 10000001; allowed: an integer in \[1, 10_000_000\]"),
+    # a warm-up longer than training: the learning rate ramped over 1000 steps and training ended at 5/1000 of it
+    (["train.warmup=1000"], r"^train\.warmup = 1000 with train\.steps = 5: the learning rate would never reach "
+                            r"train\.lr; allowed: an integer in \[0, train\.steps\] \(0 = no warm-up\)$"),
+    # below Ray's resource unit: refused by Ray only when the first actor or training task was made, after Ray started
+    (["resources.scorer_gpus=0.00001"], r"^resources\.scorer_gpus = 1e-05; allowed: 0 or a number >= 0\.0001 \(Ray "
+                                        r"counts resources in steps of 0\.0001 and refuses a smaller fraction once it "
+                                        r"has started\)$"),
+    (["resources.train_gpus=0.00005"], r"^resources\.train_gpus = 5e-05; allowed: 0 or a number >= 0\.0001"),
+    (["resources.train_cpus=0.00001"], r"^resources\.train_cpus = 1e-05; allowed: 0 or a number >= 0\.0001"),
+    # a scalar that is not an integer where a list of steps belongs: "Invalid value assigned: AnyNode is not a
+    # ListConfig, TupleConfig, list, or tuple.; allowed keys: t_sec, k, ..." named no value and no allowed form
+    (['attacks={secmi: {t_sec: "100"}}'], r"^attacks\.secmi\.t_sec = '100'; allowed: a list of integer steps, or one "
+                                          r"integer step$"),
+    (["attacks={secmi: {t_sec: .nan}}"], r"^attacks\.secmi\.t_sec = nan; allowed: a list of integer steps, or one "),
+    (["attacks={loss: {steps: abc}}"], r"^attacks\.loss\.steps = 'abc'; allowed: a list of integer steps, or one "),
+])
+def test_sweep_values_refused_in_one_line_before_ray(tmp_path, overrides, line):
+    import sys
+
+    import sweep_files
+
+    from mia_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=line):
+        sweep_files.load_sweep(tmp_path, overrides)
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["train.steps=10000000"], ["train.warmup=5"], ["resources.train_gpus=0.0001", "resources.scorer_gpus=0"],
+    ["attacks={secmi: {t_sec: 100}}"], ["attacks={loss: {steps: 10}}"],
+])
+def test_the_edges_of_those_values_pass(tmp_path, overrides):
+    import sweep_files
+
+    sweep_files.load_sweep(tmp_path, overrides)
+
+
+def test_the_yaml_forms_of_those_values_are_refused_too(tmp_path):
+    """Written in the file (YAML .nan, a quoted number) rather than as overrides."""
+    import sweep_files
+
+    from mia_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"attacks\.secmi\.t_sec = nan; allowed"):
+        sweep_files.load_sweep(tmp_path, attacks={"secmi": {"t_sec": float("nan")}})
+    with pytest.raises(ConfigError, match=r"train\.warmup = 6 with train\.steps = 5"):
+        sweep_files.load_sweep(tmp_path, train={"steps": 5, "batch_size": 64, "lr": 0.002, "warmup": 6})
