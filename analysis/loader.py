@@ -266,6 +266,25 @@ def _check_one_file_per_trial(results: Results) -> None:
     )
 
 
+def _check_one_target_per_seed(results: Results) -> None:
+    """One target per (dataset, family, train size, ε, seed): a sweep rerun into its folder after its model,
+    training or DP config changed added new targets beside the old ones, and the tables averaged the two as two
+    seeds of one setting (``seeds`` counted trials), silently."""
+    keys = ["dataset", "family", "train_size", "epsilon", "seed"]
+    trials = results.metrics.drop_duplicates("trial_id")
+    clash = trials[trials.duplicated(keys, keep=False)]
+    if clash.empty:
+        return
+    first = clash[(clash[keys] == clash[keys].iloc[0]).all(axis=1)]
+    a, b = sorted(first["trial_id"].astype(str))[:2]
+    raise AnalysisError(
+        f"{results.root}/metrics: trials {a!r} and {b!r} have the same dataset, family, train size, ε and seed but "
+        "different targets (a rerun into this folder after the model, train or dp config changed); allowed: one "
+        "target per setting and seed (the tables would average them as two seeds): move one set of trials to "
+        "another folder"
+    )
+
+
 def _check_auc(results: Results) -> None:
     """Every AUC in [0, 1], as the sweep writes it (scikit-learn's AUC of two non-empty classes): a null or NaN AUC
     (an edited or foreign file) dropped its setting from the tables and findings, silently, and made step 0 the
@@ -334,6 +353,7 @@ def load(results_dir: str) -> Results:
             "expected the results of a finished sweep (one metrics/ row per trial, attack and step)"
         )
     _check_one_file_per_trial(results)
+    _check_one_target_per_seed(results)
     _check_auc(results)
     results.targets = _read(results, "targets")
     results.calibrated = _read(results, "calibrated")

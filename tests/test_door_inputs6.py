@@ -127,3 +127,61 @@ def test_the_yaml_forms_of_those_values_are_refused_too(tmp_path):
         sweep_files.load_sweep(tmp_path, attacks={"secmi": {"t_sec": float("nan")}})
     with pytest.raises(ConfigError, match=r"train\.warmup = 6 with train\.steps = 5"):
         sweep_files.load_sweep(tmp_path, train={"steps": 5, "batch_size": 64, "lr": 0.002, "warmup": 6})
+
+
+# --- a rerun into a folder of another config -----------------------------------------------------------------
+
+
+def test_a_rerun_after_the_target_config_changed_is_refused_before_ray(tmp_path):
+    """train.steps edited, same name and output: the new targets' ids differ only in their hash, nothing finished
+    matched, and the sweep trained them beside the old ones; the analysis then averaged both as two seeds of one
+    setting. More seeds or sizes (other settings) still extend a folder."""
+    import sweep_files
+    from test_resume_guard import finish
+
+    from mia_ray import sweep_config
+    from mia_ray.errors import ConfigError
+    from mia_ray.resume import check_resumable, expected_rows
+
+    def trials_of(**over):
+        path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), output=str(tmp_path / "out"),
+                                       **over)
+        cfg, _ = sweep_config.load(path)
+        return sweep_config.results_root(cfg), sweep_config.expand(cfg)
+
+    root, old = trials_of()
+    finish(root, old[0], sorted(expected_rows(old[0]), key=str))
+    check_resumable(root, old)
+    _, more = trials_of(seeds=[0, 1], train_sizes=[64, 128])  # extends: the finished trial is one of them
+    check_resumable(root, more)
+    _, new = trials_of(train={"steps": 6, "batch_size": 64, "lr": 0.002})
+    assert new[0].trial_id != old[0].trial_id
+    with pytest.raises(ConfigError, match=rf"^{root}: its finished trial {old[0].trial_id} is the setting and seed of "
+                                          rf"this sweep's {new[0].trial_id} but another target \(the model, train, dp, "
+                                          r"data or audit\.canaries config changed\); allowed: rerun with the config "
+                                          r"that wrote it \(its sweep\.yaml\), or give the sweep a new name or output"):
+        check_resumable(root, new)
+
+
+def test_analysis_refuses_two_targets_of_one_setting_and_seed(tmp_path, capsys):
+    """Such a folder, written before the sweep refused it: two targets counted as two seeds of one seed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from test_analysis_fixture import build_results
+
+    from analysis.__main__ import main
+
+    root = build_results(str(tmp_path / "fixture"), keep=lambda t: t.startswith("ddpm-200"))
+    for table in ("metrics", "targets", "scores", "splits"):
+        src = f"{root}/{table}/ddpm-200-nodp.parquet"
+        t = pq.read_table(src)
+        i = t.schema.get_field_index("trial_id")
+        t = t.set_column(i, t.schema.field(i), pa.array(["ddpm-200-nodp-other"] * len(t), pa.string()))
+        pq.write_table(t, f"{root}/{table}/ddpm-200-nodp-other.parquet")
+    assert main([root, "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {root}/metrics: trials 'ddpm-200-nodp' and 'ddpm-200-nodp-other' have the same dataset, "
+                   "family, train size, ε and seed but different targets (a rerun into this folder after the model, "
+                   "train or dp config changed); allowed: one target per setting and seed (the tables would average "
+                   "them as two seeds): move one set of trials to another folder\n")
+    assert not (tmp_path / "report").exists()
