@@ -246,7 +246,9 @@ def _run(args) -> int:
         from .estimate import Timing, bill, bill_text, measure
 
         timing = Timing.from_json(args.estimate_from) if args.estimate_from else measure(cfg, trials)
-        print(bill_text(bill(trials, timing, cfg.family.num_steps, args.price_per_hour)))
+        billed = bill(trials, timing, cfg.family.num_steps, args.price_per_hour)
+        _check_finite_bill(billed, args)
+        print(bill_text(billed))
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS="" is no address
     ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)
@@ -260,6 +262,21 @@ def _run(args) -> int:
     errors = _run_on_ray(cfg, yaml_text, trials, root, address, args.verbose)
     _print_results(root, trials, report=not args.no_report)
     return _exit_status(root, trials, errors)
+
+
+def _check_finite_bill(billed: dict, args) -> None:
+    """Timings or a price so large that the bill overflows (1e308 s per sample passed the positive-number check)
+    printed "inf h" or an inf cost: refused, naming the flag."""
+    import math
+
+    if not math.isfinite(billed["device_hours"]["total"]):
+        source = f"--estimate-from {args.estimate_from}" if args.estimate_from else "--estimate"
+        raise ConfigError(f"{source}: the timings give {billed['device_hours']['total']} device-hours for this sweep; "
+                          "allowed: seconds per step and per sample that a device takes (benchmarks/gpu_check.py "
+                          "writes them)")
+    if "cost" in billed and not math.isfinite(billed["cost"]["total"]):
+        raise ConfigError(f"--price-per-hour = {args.price_per_hour:g} gives a cost of {billed['cost']['total']}; "
+                          "allowed: a finite price >= 0 whose cost is finite")
 
 
 def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | None, verbose: bool = True) -> list:

@@ -185,3 +185,32 @@ def test_analysis_refuses_two_targets_of_one_setting_and_seed(tmp_path, capsys):
                    "train or dp config changed); allowed: one target per setting and seed (the tables would average "
                    "them as two seeds): move one set of trials to another folder\n")
     assert not (tmp_path / "report").exists()
+
+
+# --- CLI flags -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timing, price, line", [
+    # each timing passed "positive numbers of seconds", and the bill printed "total   inf h"
+    ({"forward_s_per_sample": 1e308, "backward_s_per_sample": 1e308}, None,
+     r"^error: --estimate-from \S+t\.json: the timings give inf device-hours for this sweep; allowed: seconds per "
+     r"step and per sample that a device takes \(benchmarks/gpu_check\.py writes them\)$"),
+    ({}, "1e308", r"^error: --price-per-hour = 1e\+308 gives a cost of inf; allowed: a finite price >= 0 whose cost "
+                  r"is finite$"),
+])
+def test_an_estimate_that_overflows_is_refused_naming_the_flag(tmp_path, capsys, timing, price, line):
+    import json
+    import os
+    import re
+
+    from mia_ray import sweep
+
+    full = os.path.join(os.path.dirname(__file__), "..", "sweeps", "full_paper.yaml")
+    fake = {"device": "fake", "train_plain_s_per_step": 1.0, "train_dp_s_per_step": 2.0,
+            "forward_s_per_sample": 1e-3, "backward_s_per_sample": 2e-3}
+    (tmp_path / "t.json").write_text(json.dumps({**fake, **timing}))
+    flags = ["--estimate-from", str(tmp_path / "t.json")] + (["--price-per-hour", price] if price else [])
+    assert sweep.main([full, *flags]) == 2
+    captured = capsys.readouterr()
+    assert re.match(line, captured.err) and captured.err.count("\n") == 1, captured.err
+    assert "estimate on" not in captured.out
