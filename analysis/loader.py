@@ -326,6 +326,9 @@ def load(results_dir: str) -> Results:
             if i.type == pafs.FileType.Directory and _has_metrics(fs, i.path)
         ]
         hint = f"; it holds the sweeps {', '.join(sorted(sweeps))}: pass {root}/<sweep>" if sweeps else ""
+        parent, _, name = base.rpartition("/")
+        if not hint and name in (*SCHEMAS, "report") and parent and _has_metrics(fs, parent):  # a table or report/
+            hint = f"; it is {name}/ of the results directory {root.rpartition('/')[0]}: pass that"
         others = [t for t in SCHEMAS if t != "metrics" and _parquet_files(fs, base, t)]
         if others and not hint:  # a trial writes metrics/ with its other tables: none finished here
             hint = (f"; it has {', '.join(o + '/' for o in others)} but no metrics/: no trial finished (rerun the "

@@ -107,3 +107,13 @@ def test_a_complete_folder_and_one_without_splits_have_no_warning(folder, tmp_pa
     shutil.rmtree(f"{folder}/splits")
     assert main([folder, "--out", str(tmp_path / "b")]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sub", ["metrics", "scores", "report"])
+def test_a_table_or_the_report_folder_given_names_its_results_directory(folder, tmp_path, capsys, sub):
+    """A table's folder was refused as "not a mia_ray results directory", without saying which folder to pass."""
+    import os
+
+    os.makedirs(f"{folder}/report", exist_ok=True)
+    err = _refused(f"{folder}/{sub}", capsys, str(tmp_path / "out"))
+    assert err.endswith(f"; it is {sub}/ of the results directory {folder}: pass that\n"), err
