@@ -214,3 +214,23 @@ def test_an_estimate_that_overflows_is_refused_naming_the_flag(tmp_path, capsys,
     captured = capsys.readouterr()
     assert re.match(line, captured.err) and captured.err.count("\n") == 1, captured.err
     assert "estimate on" not in captured.out
+
+
+def test_a_results_folder_whose_grids_is_a_file_is_refused_before_ray(tmp_path):
+    """grids/ as a file passed the door: the trial trained and scored, then failed writing its utility sample grid."""
+    import re
+
+    import sweep_files
+
+    from mia_ray.errors import ConfigError
+    from mia_ray.preflight import check_writable
+
+    root = tmp_path / "out" / "t"
+    root.mkdir(parents=True)
+    (root / "grids").write_text("x")
+    cfg, _ = sweep_files.load_sweep(tmp_path, [f"output={tmp_path / 'out'}"])
+    with pytest.raises(ConfigError, match=rf"^output: {re.escape(str(root / 'grids'))} is a file, not a folder; "
+                                          r"allowed: a results folder written by this sweep"):
+        check_writable(cfg)
+    (root / "grids").unlink()
+    check_writable(cfg)
