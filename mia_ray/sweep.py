@@ -175,8 +175,8 @@ def _setup_logging(verbose: bool) -> None:
 def _check_estimate_flags(args) -> None:
     """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep);
     --estimate-from not blank (also the real sweep);
-    --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --plugins only
-    with --list (a run ignored it)."""
+    --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --estimate not
+    with --address (it times this machine); --plugins only with --list (a run ignored it)."""
     if args.plugins and not args.list:  # was ignored: the sweep ran without the plugin its attacks may need
         raise ConfigError(f"--plugins {args.plugins} works with --list only; a sweep imports its plugins: key "
                           f"(in the YAML, or plugins=[{args.plugins}] as an override)")
@@ -190,6 +190,10 @@ def _check_estimate_flags(args) -> None:
         flag = "--estimate" if args.estimate else "--estimate-from"
         raise ConfigError(f"{flag} with --dry-run: allowed: one of them (--dry-run prints the plan only; {flag} "
                           "prints the plan and its device-hours), nothing is trained either way")
+    if args.estimate and args.address:  # ignored: the bill was of this machine's device, not the cluster's
+        raise ConfigError(f"--estimate with --address {args.address}: --estimate times this machine's device, not "
+                          "the cluster's; allowed: --estimate alone on a machine like the cluster's nodes, or "
+                          "--estimate-from the JSON benchmarks/gpu_check.py writes on one")
     if args.price_per_hour is None:
         return
     if not (args.estimate or args.estimate_from):

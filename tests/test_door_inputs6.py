@@ -234,3 +234,18 @@ def test_a_results_folder_whose_grids_is_a_file_is_refused_before_ray(tmp_path):
         check_writable(cfg)
     (root / "grids").unlink()
     check_writable(cfg)
+
+
+def test_estimate_with_an_address_is_refused_before_timing(tmp_path, capsys, monkeypatch):
+    """--address was ignored by --estimate: the bill timed this machine, not the cluster named."""
+    import sweep_files
+
+    from mia_ray import estimate, sweep
+
+    monkeypatch.setattr(estimate, "measure", lambda *a, **k: pytest.fail("timed"))
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    assert sweep.main([path, "--estimate", "--address", "ray://head:10001"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --estimate with --address ray://head:10001: --estimate times this machine's device, not "
+                   "the cluster's; allowed: --estimate alone on a machine like the cluster's nodes, or --estimate-from "
+                   "the JSON benchmarks/gpu_check.py writes on one\n")
