@@ -249,3 +249,38 @@ def test_estimate_with_an_address_is_refused_before_timing(tmp_path, capsys, mon
     assert err == ("error: --estimate with --address ray://head:10001: --estimate times this machine's device, not "
                    "the cluster's; allowed: --estimate alone on a machine like the cluster's nodes, or --estimate-from "
                    "the JSON benchmarks/gpu_check.py writes on one\n")
+
+
+def test_given_sets_on_two_pixel_scales_are_refused(tmp_path, monkeypatch):
+    """Members as floats of [0, 1] stored as they are beside non-members on [-1, 1] (or uint8 masks of 0/1 beside
+    photos of 0..255): no member pixel is below 0, the scale alone separates the sets. A pool got only a warning,
+    on the member set, and the sweep ran."""
+    import numpy as np
+
+    from mia_ray.door import check_content, open_pool
+    from mia_ray.errors import DataError
+
+    rng = np.random.default_rng(8)
+    np.save(tmp_path / "unit.npy", rng.uniform(0, 1, (30, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "signed.npy", rng.uniform(-1, 1, (30, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "signed2.npy", rng.uniform(-1, 1, (30, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "mask.npy", rng.integers(0, 2, (30, 8, 8), dtype=np.uint8))
+    np.save(tmp_path / "photo.npy", rng.integers(0, 256, (30, 8, 8), dtype=np.uint8))
+
+    def content(members, nonmembers):
+        cfg = given_cfg("npz", tmp_path / members, tmp_path / nonmembers, monkeypatch, tmp_path / "cache")
+        check_content(cfg, open_pool(cfg))
+
+    with pytest.raises(DataError, match=r"^data\.members: no pixel below 0 on mia_ray's \[-1, 1\] scale \(smallest "
+                                        r"\S+\), but the non-members reach -0\.99\d; allowed: both sets on one scale, "
+                                        r"floats in \[-1, 1\] \(store 2x - 1 of images in \[0, 1\]\) \(a set on "
+                                        r"another scale lets an attack tell them apart by the scale, not by "
+                                        r"membership\)$"):
+        content("unit.npy", "signed.npy")
+    with pytest.raises(DataError, match=r"^data\.nonmembers: no pixel below 0 .* but the members reach -0\.99\d; "):
+        content("signed.npy", "unit.npy")
+    with pytest.raises(DataError, match=r"^data\.nonmembers: no pixel above -0\.8 on mia_ray's \[-1, 1\] scale "
+                                        r"\(largest -0\.992\), but the members reach 1; allowed: both sets on one "
+                                        r"scale, uint8 scaled to 0\.\.255"):
+        content("photo.npy", "mask.npy")
+    content("signed.npy", "signed2.npy")  # one scale: passes
