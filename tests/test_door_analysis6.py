@@ -117,3 +117,19 @@ def test_a_table_or_the_report_folder_given_names_its_results_directory(folder, 
     os.makedirs(f"{folder}/report", exist_ok=True)
     err = _refused(f"{folder}/{sub}", capsys, str(tmp_path / "out"))
     assert err.endswith(f"; it is {sub}/ of the results directory {folder}: pass that\n"), err
+
+
+@pytest.mark.parametrize("blocker", ["dp.csv", "roc_loss.png", "report.html"])
+def test_a_folder_named_like_a_report_file_is_refused_before_writing(folder, tmp_path, capsys, blocker):
+    """dp.csv/ in the --out folder was an IsADirectoryError traceback after the CSVs before it were written
+    (report.html/: after every table and figure)."""
+    import os
+
+    out = tmp_path / "report"
+    (out / blocker).mkdir(parents=True)
+    assert main([folder, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: report folder {out}: {blocker} is a folder, where the report writes a file; allowed: a "
+                   "folder without folders named like its files (<table>.csv, <figure>.png, report.html): remove them "
+                   "or pass another --out\n")
+    assert os.listdir(out) == [blocker]
