@@ -177,6 +177,16 @@ def _check_estimate_flags(args) -> None:
     --estimate-from not blank (also the real sweep);
     --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --estimate not
     with --address (it times this machine); --plugins only with --list (a run ignored it)."""
+    if args.list:  # --list printed the registries and exited 0: an estimate, a dry run or an output asked beside
+        # it was ignored without a word
+        ignored = [flag for flag, on in (("--dry-run", args.dry_run), ("--estimate", args.estimate),
+                                         ("--estimate-from", args.estimate_from is not None),
+                                         ("--price-per-hour", args.price_per_hour is not None),
+                                         ("--output", args.output is not None), ("--address", args.address),
+                                         ("--no-report", args.no_report)) if on]
+        if ignored:
+            raise ConfigError(f"--list with {', '.join(ignored)}: allowed: --list alone (with a SWEEP, its overrides "
+                              "and --plugins: it lists families, attacks and sources, and runs nothing)")
     if args.plugins and not args.list:  # was ignored: the sweep ran without the plugin its attacks may need
         raise ConfigError(f"--plugins {args.plugins} works with --list only; a sweep imports its plugins: key "
                           f"(in the YAML, or plugins=[{args.plugins}] as an override)")

@@ -284,3 +284,18 @@ def test_given_sets_on_two_pixel_scales_are_refused(tmp_path, monkeypatch):
                                         r"scale, uint8 scaled to 0\.\.255"):
         content("photo.npy", "mask.npy")
     content("signed.npy", "signed2.npy")  # one scale: passes
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--estimate"], "--estimate"), (["--dry-run"], "--dry-run"),
+    (["--estimate-from", "t.json", "--price-per-hour", "2"], "--estimate-from, --price-per-hour"),
+    (["--output", "elsewhere", "--no-report"], "--output, --no-report"),
+])
+def test_list_with_run_flags_is_refused_not_silently_a_listing(capsys, flags, named):
+    """--list printed the registries and exited 0: the estimate or dry run asked beside it never happened."""
+    from mia_ray import sweep
+
+    assert sweep.main(["--list", *flags]) == 2
+    assert capsys.readouterr().err == (f"error: --list with {named}: allowed: --list alone (with a SWEEP, its "
+                                       "overrides and --plugins: it lists families, attacks and sources, and runs "
+                                       "nothing)\n")
