@@ -26,6 +26,7 @@ from .data import SOURCES
 from .data.base import check_image_shape
 from .errors import ConfigError
 from .families import FAMILIES
+from .overflow import check_overflowing_numbers
 from .training.dp import check_budget, validate_dp
 
 GRID_AXES = ("families", "train_sizes", "epsilons", "seeds")
@@ -54,6 +55,11 @@ def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, st
 def _merge(path: str, overrides: list[str] | None):
     """The YAML and the overrides merged onto ``SweepConfig`` (types and unknown keys checked)."""
     try:
+        with open(path, encoding="utf-8") as f:
+            check_overflowing_numbers(f.read(), f"{path}: ")
+        for o in overrides or []:
+            key, _, value = o.partition("=")
+            check_overflowing_numbers(value, f"override {o!r}: ", key.strip())
         raw = OmegaConf.load(path)
         if len(raw) == 0:  # an empty file would silently run every default
             raise ConfigError(f"{path} is empty; give at least data: and families: (see sweeps/quickstart.yaml)")

@@ -299,3 +299,29 @@ def test_list_with_run_flags_is_refused_not_silently_a_listing(capsys, flags, na
     assert capsys.readouterr().err == (f"error: --list with {named}: allowed: --list alone (with a SWEEP, its "
                                        "overrides and --plugins: it lists families, attacks and sources, and runs "
                                        "nothing)\n")
+
+
+def test_a_number_beyond_float64_is_refused_not_read_as_inf(tmp_path):
+    """epsilons: [1e400] read as inf: the target trained without DP-SGD and was labelled eps inf, silently."""
+    import sweep_files
+
+    from mia_ray import sweep_config
+    from mia_ray.errors import ConfigError
+
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    with open(path, "a") as f:
+        f.write("dp: {delta: 1.0e-05, max_grad_norm: 1.0}\n")
+    text = open(path).read().replace("- .inf", "- 1e400")
+    assert "1e400" in text
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"s\.yaml: epsilons has 1e400, beyond float64 \(it reads as inf, which "
+                                          r"epsilons take for no DP\); allowed: a finite number \(at most 1\.8e308\), "
+                                          r"or \.inf where infinity is meant$"):
+        sweep_config.load(path)
+    with pytest.raises(ConfigError, match=r"^override 'train\.lr=2\.5e999': train\.lr has 2\.5e999, beyond float64 "
+                                          r"\(it reads as inf\); allowed"):
+        sweep_files.load_sweep(tmp_path, ["train.lr=2.5e999"])
+    with pytest.raises(ConfigError, match=r"^override 'epsilons=\[10, -1E\+999\]': epsilons has -1E\+999, beyond"):
+        sweep_files.load_sweep(tmp_path, ["epsilons=[10, -1E+999]"])
+    cfg, _ = sweep_files.load_sweep(tmp_path, ["epsilons=[.inf]", "train.lr=1e300"])  # .inf, a large finite: pass
+    assert cfg.epsilons == [float("inf")] and cfg.train.lr == 1e300
