@@ -221,7 +221,9 @@ def check_list_items(obj, prefix: str = "") -> None:
 
 
 def check_booleans(values, cls, prefix: str, where: str = "") -> None:
-    """A boolean key takes YAML ``true``/``false`` only: omegaconf alone reads 3, "yes" or "on" as true."""
+    """A boolean key takes YAML ``true``/``false`` only: omegaconf alone reads 3, "yes" or "on" as true. A string key
+    takes no boolean: YAML reads an unquoted yes / no / on / off as one, and omegaconf made it the string 'True'
+    (``name: yes`` wrote the results to <output>/True)."""
     if not isinstance(values, dict):
         return
     hints = typing.get_type_hints(cls)
@@ -231,6 +233,10 @@ def check_booleans(values, cls, prefix: str, where: str = "") -> None:
         v, t = values[f.name], hints[f.name]
         if t is bool and not isinstance(v, bool):
             raise ConfigError(f"{where}{prefix}{f.name} = {v!r}; allowed: true or false")
+        if t in (str, str | None) and isinstance(v, bool):
+            raise ConfigError(f"{where}{prefix}{f.name} = {v!r}: YAML reads an unquoted yes, no, on, off, true or "
+                              f"false as a boolean; allowed: a string (quoted when it is one of those words: "
+                              f"{f.name}: 'yes')")
         if is_dataclass(t):
             check_booleans(v, t, f"{prefix}{f.name}.", where)
 

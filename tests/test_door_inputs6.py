@@ -325,3 +325,26 @@ def test_a_number_beyond_float64_is_refused_not_read_as_inf(tmp_path):
         sweep_files.load_sweep(tmp_path, ["epsilons=[10, -1E+999]"])
     cfg, _ = sweep_files.load_sweep(tmp_path, ["epsilons=[.inf]", "train.lr=1e300"])  # .inf, a large finite: pass
     assert cfg.epsilons == [float("inf")] and cfg.train.lr == 1e300
+
+
+@pytest.mark.parametrize("over, line", [
+    # name: yes wrote the results to <output>/True; store: no to a store named False
+    ({"name": True}, r"s\.yaml: name = True: YAML reads an unquoted yes, no, on, off, true or false as a boolean; "
+                     r"allowed: a string \(quoted when it is one of those words: name: 'yes'\)$"),
+    ({"output": False}, r"s\.yaml: output = False: YAML reads"),
+    ({"data": {"source": "digits", "key": True}}, r"s\.yaml: data\.key = True: YAML reads"),
+    ({"dp": {"accountant": True}}, r"s\.yaml: dp\.accountant = True: YAML reads"),
+    ({"attacks": {"likelihood": {"solver": False}}}, r"^attacks\.likelihood\.solver = False: YAML reads"),
+])
+def test_a_yaml_boolean_where_a_string_belongs_is_refused(tmp_path, over, line):
+    import sweep_files
+    import yaml
+
+    from mia_ray import sweep_config
+    from mia_ray.errors import ConfigError
+
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), **over)
+    assert ": true" in open(path).read() or ": false" in open(path).read()  # as a user's unquoted yes / no reads
+    assert yaml.safe_load("name: yes") == {"name": True}
+    with pytest.raises(ConfigError, match=line):
+        sweep_config.load(path)
