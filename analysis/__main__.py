@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+from analysis.completeness import missing_table_warnings
 from analysis.findings import check, format_findings
 from analysis.loader import AnalysisError, load
 from analysis.report import build_report, table_title
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, frame in tables.items():
         print(f"\n## {table_title(name)}\n")
         print(to_markdown(frame) if len(frame) else "(no rows)")
-    warnings = nonfinite_warnings(results)
+    warnings = missing_table_warnings(results) + nonfinite_warnings(results)
     if warnings:
         print("\n" + "\n".join(warnings))
     print("\n" + format_findings(*check(results)))

@@ -62,6 +62,10 @@ class Results:
         """The saved member / non-member sample ids of every trial."""
         return _read(self, "splits")
 
+    def has_table(self, table: str) -> bool:
+        """Whether ``table/`` holds a Parquet file."""
+        return bool(_parquet_files(self.fs, self.base, table))
+
     def __repr__(self) -> str:
         trials = self.metrics["trial_id"].nunique()
         return f"Results(root={self.root!r}, trials={trials}, metric rows={len(self.metrics)})"
@@ -167,23 +171,22 @@ def _footer(fs: pafs.FileSystem, path: str) -> pq.FileMetaData:
         ) from exc
 
 
-def _file_columns(fs: pafs.FileSystem, files: list[str]) -> set[str]:
-    """The columns every one of ``files`` has (from the Parquet footers)."""
-    names = None
-    for path in files:
-        these = set(_footer(fs, path).schema.to_arrow_schema().names)
-        names = these if names is None else names & these
-    return names or set()
+def _file_columns(fs: pafs.FileSystem, files: list[str]) -> dict[str, set[str]]:
+    """The columns of each of ``files`` (from the Parquet footers)."""
+    return {path: set(_footer(fs, path).schema.to_arrow_schema().names) for path in files}
 
 
-def _check_columns(root: str, table: str, names: set[str], version: int) -> None:
-    """Every column of the schema that ``version`` (the oldest found) already had must be present."""
+def _check_columns(root: str, table: str, columns: dict[str, set[str]], version: int) -> None:
+    """Every column of the schema that ``version`` (the oldest found) already had must be in every file; the
+    message names the first file lacking some (a file of another table copied in, a foreign Parquet file)."""
     wanted = [n for n in SCHEMAS[table].names if ADDED_IN.get((table, n), 1) <= version]
-    missing = [n for n in wanted if n not in names]
-    if missing:
-        raise AnalysisError(
-            f"{root}/{table}: missing columns {missing}; expected mia_ray results schema v{version}"
-        )
+    for path, names in columns.items():
+        missing = [n for n in wanted if n not in names]
+        if missing:
+            raise AnalysisError(
+                f"{root}/{table}: missing columns {missing} in {os.path.basename(path)}; expected mia_ray results "
+                f"schema v{version}"
+            )
 
 
 def _check_versions(root: str, table: str, versions: Iterable) -> int:
@@ -199,22 +202,43 @@ def _check_versions(root: str, table: str, versions: Iterable) -> int:
     return found[0] if found else SCHEMA_VERSION
 
 
-def _score_versions(fs: pafs.FileSystem, files: list[str]) -> list:
-    """schema_version of each scores file from Parquet statistics (no need to read the scores)."""
-    versions = []
+def _file_versions(fs: pafs.FileSystem, files: list[str]) -> dict[str, set]:
+    """schema_version of each file from Parquet statistics (no need to read the rows); files without the column
+    are left out."""
+    versions: dict[str, set] = {}
     for path in files:
         meta = _footer(fs, path)
         idx = meta.schema.to_arrow_schema().get_field_index("schema_version")
         if idx < 0:
             continue
+        found = versions.setdefault(path, set())
         for rg in range(meta.num_row_groups):
             stats = meta.row_group(rg).column(idx).statistics
             if stats is not None and stats.has_min_max:
-                versions += [stats.min, stats.max]
+                found.update((stats.min, stats.max))
             else:  # no statistics: read that one column
-                versions += pq.read_table(path, columns=["schema_version"], filesystem=fs)[0].to_pylist()
+                found.update(pq.read_table(path, columns=["schema_version"], filesystem=fs)[0].to_pylist())
                 break
     return versions
+
+
+def _check_one_version(root: str, table: str, versions: dict[str, set]) -> None:
+    """Files of two schema versions in one table (an interrupted rerun of a v1 folder by this mia_ray, or files
+    copied in from another folder) were read together: v1 trials lack the ``calibrated/`` and ``audit/`` rows that
+    v2 findings are judged on, so the findings silently covered the v2 trials only."""
+    by_version: dict[int, str] = {}
+    for path, found in versions.items():
+        for v in found:
+            if v is not None and not pd.isna(v):
+                by_version.setdefault(int(v), os.path.basename(path))
+    if len(by_version) > 1:
+        (old, old_file), (new, new_file) = min(by_version.items()), max(by_version.items())
+        raise AnalysisError(
+            f"{root}/{table}: files of schema_version {old} ({old_file}) and {new} ({new_file}); allowed: one "
+            f"schema_version per results directory: re-run the sweep with the mia_ray that wrote the newer files "
+            "to recompute the older trials (a trial counts as done only with all its tables), or analyse the two "
+            "apart"
+        )
 
 
 def _read_config(fs: pafs.FileSystem, base: str) -> str:
@@ -242,6 +266,43 @@ def _check_one_file_per_trial(results: Results) -> None:
     )
 
 
+def _check_one_target_per_seed(results: Results) -> None:
+    """One target per (dataset, family, train size, ε, seed): a sweep rerun into its folder after its model,
+    training or DP config changed added new targets beside the old ones, and the tables averaged the two as two
+    seeds of one setting (``seeds`` counted trials), silently."""
+    keys = ["dataset", "family", "train_size", "epsilon", "seed"]
+    trials = results.metrics.drop_duplicates("trial_id")
+    clash = trials[trials.duplicated(keys, keep=False)]
+    if clash.empty:
+        return
+    first = clash[(clash[keys] == clash[keys].iloc[0]).all(axis=1)]
+    a, b = sorted(first["trial_id"].astype(str))[:2]
+    raise AnalysisError(
+        f"{results.root}/metrics: trials {a!r} and {b!r} have the same dataset, family, train size, ε and seed but "
+        "different targets (a rerun into this folder after the model, train or dp config changed); allowed: one "
+        "target per setting and seed (the tables would average them as two seeds): move one set of trials to "
+        "another folder"
+    )
+
+
+def _check_auc(results: Results) -> None:
+    """Every AUC in [0, 1], as the sweep writes it (scikit-learn's AUC of two non-empty classes): a null or NaN AUC
+    (an edited or foreign file) dropped its setting from the tables and findings, silently, and made step 0 the
+    "best step" of the attack comparison."""
+    m = results.metrics
+    bad = m[~m["auc"].between(0.0, 1.0)]
+    if bad.empty:
+        return
+    row = bad.iloc[0]
+    step = "" if pd.isna(row["step"]) else f" step {row['step']}"
+    more = f" (and {len(bad) - 1} more row(s))" if len(bad) > 1 else ""
+    raise AnalysisError(
+        f"{results.root}/metrics: trial {row['trial_id']!r} attack {row['attack']!r}{step} has auc {row['auc']}"
+        f"{more}; allowed: an AUC in [0, 1], as the sweep writes it: delete that trial's files and re-run the sweep "
+        "to recompute it"
+    )
+
+
 def load(results_dir: str) -> Results:
     """Open ``results_dir`` (``<output>/<sweep name>/``, a local path or a URI) for analysis.
 
@@ -265,6 +326,9 @@ def load(results_dir: str) -> Results:
             if i.type == pafs.FileType.Directory and _has_metrics(fs, i.path)
         ]
         hint = f"; it holds the sweeps {', '.join(sorted(sweeps))}: pass {root}/<sweep>" if sweeps else ""
+        parent, _, name = base.rpartition("/")
+        if not hint and name in (*SCHEMAS, "report") and parent and _has_metrics(fs, parent):  # a table or report/
+            hint = f"; it is {name}/ of the results directory {root.rpartition('/')[0]}: pass that"
         others = [t for t in SCHEMAS if t != "metrics" and _parquet_files(fs, base, t)]
         if others and not hint:  # a trial writes metrics/ with its other tables: none finished here
             hint = (f"; it has {', '.join(o + '/' for o in others)} but no metrics/: no trial finished (rerun the "
@@ -278,15 +342,13 @@ def load(results_dir: str) -> Results:
         files = _parquet_files(fs, base, table)
         if not files:
             continue
-        names = _file_columns(fs, files)
+        columns = _file_columns(fs, files)
         version = SCHEMA_VERSION
-        if "schema_version" in names:
-            if table == "scores":
-                versions = _score_versions(fs, files)
-            else:
-                versions = _read(results, table, columns=["schema_version"])["schema_version"]
-            version = _check_versions(root, table, versions)
-        _check_columns(root, table, names, version)
+        if all("schema_version" in names for names in columns.values()):
+            by_file = _file_versions(fs, files)
+            version = _check_versions(root, table, [v for found in by_file.values() for v in found])
+            _check_one_version(root, table, by_file)
+        _check_columns(root, table, columns, version)
     results.metrics = _read(results, "metrics")
     if results.metrics.empty:  # an empty report, and exit 0, said nothing was wrong
         raise AnalysisError(
@@ -294,6 +356,8 @@ def load(results_dir: str) -> Results:
             "expected the results of a finished sweep (one metrics/ row per trial, attack and step)"
         )
     _check_one_file_per_trial(results)
+    _check_one_target_per_seed(results)
+    _check_auc(results)
     results.targets = _read(results, "targets")
     results.calibrated = _read(results, "calibrated")
     results.audit = _read(results, "audit")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.calibrated import V2_TABLES, v2_tables
+from analysis.completeness import missing_table_warnings
 from analysis.figures import FIGURES, write_figures
 from analysis.findings import check
 from analysis.loader import AnalysisError, Results, load
@@ -97,6 +98,10 @@ def render_html(results: Results, tables: dict, figures: dict[str, str]) -> str:
     if warnings:
         out.append('<ul id="nonfinite-scores">' + "".join(f"<li><b>{html.escape(w)}</b></li>" for w in warnings)
                    + "</ul>")
+    missing = missing_table_warnings(results)
+    if missing:
+        out.append('<ul id="missing-tables">' + "".join(f"<li><b>{html.escape(w)}</b></li>" for w in missing)
+                   + "</ul>")
     out.extend(_findings_html(results))
     out.extend(_canary_html(results))
     for key, frame in tables.items():
@@ -175,6 +180,7 @@ def build_report(results: Results, out_dir: str | None = None) -> tuple[str, dic
             f"report folder {out_dir}: cannot create it ({exc.strerror or exc}); allowed: a folder you can write to"
         ) from None
     tables = {**all_tables(results), **v2_tables(results)}
+    _check_names_free(out_dir, [*(f"{k}.csv" for k in tables), *(f"{k}.png" for k in FIGURES), "report.html"])
     write_csvs(tables, out_dir)
     figures = write_figures(results, out_dir)
     path = os.path.join(out_dir, "report.html")
@@ -183,6 +189,18 @@ def build_report(results: Results, out_dir: str | None = None) -> tuple[str, dic
         f.write(render_html(results, tables, figures))
     os.replace(tmp, path)  # a reader never sees half a report
     return path, tables
+
+
+def _check_names_free(out_dir: str, names: list[str]) -> None:
+    """A folder where the report writes a file (``dp.csv/``, ``report.html/`` in an --out folder) was an
+    IsADirectoryError traceback after the files before it were written: refused before the first."""
+    blocked = [n for n in names if os.path.isdir(os.path.join(out_dir, n))]
+    if blocked:
+        raise AnalysisError(
+            f"report folder {out_dir}: {', '.join(blocked)} {'is a folder' if len(blocked) == 1 else 'are folders'}, "
+            "where the report writes a file; allowed: a folder without folders named like its files "
+            "(<table>.csv, <figure>.png, report.html): remove them or pass another --out"
+        )
 
 
 def write_report(results_dir: str, out_dir: str | None = None) -> str:

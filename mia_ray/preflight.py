@@ -292,8 +292,9 @@ def check_writable(cfg) -> None:
     root = results_root(cfg)
     if "://" in root:
         return
-    # metrics/ as a file passed (the root was writable): the trial failed writing its rows
-    for entry, folder in [*((t, True) for t in (*SCHEMAS, "report")), ("sweep.yaml", False)]:
+    # metrics/ as a file passed (the root was writable): the trial failed writing its rows; grids/ as a file
+    # failed writing the utility's sample grid, after training and scoring
+    for entry, folder in [*((t, True) for t in (*SCHEMAS, "report", "grids")), ("sweep.yaml", False)]:
         path = os.path.join(root, entry)
         if os.path.exists(path) and os.path.isdir(path) != folder:
             kinds = ("a file", "a folder") if folder else ("a folder", "a file")

@@ -41,6 +41,7 @@ def check_resumable(root: str, trials: list[Trial]) -> None:
     except (OSError, ValueError):
         return
     listed = {os.path.basename(i.path) for i in infos}
+    _check_same_targets(root, trials, listed)
     done = next((t for t in trials if f"{t.trial_id}.parquet" in listed and trial_done(root, t.trial_id)), None)
     if done is None:
         return
@@ -69,6 +70,26 @@ def check_resumable(root: str, trials: list[Trial]) -> None:
         f"({'; '.join(diff)}); allowed: resume with the same attacks and eval_size, or give the sweep a new name "
         "or output (or delete the folder)"
     )
+
+
+def _check_same_targets(root: str, trials: list[Trial], listed: set[str]) -> None:
+    """A finished trial of the same family, size, ε and seed as one of this sweep's but another target (the id's
+    last part hashes the target spec: the model, training, DP, data or canaries changed) was kept beside the new
+    one, and the analysis averaged the two as one setting (two 'seeds' of one seed). Trial ids are
+    ``<family>-n<size>-eps<ε>-s<seed>-<target_id[:8]>``; only finished trials (``metrics/``) are compared."""
+    ours = {t.trial_id.rsplit("-", 1)[0]: t.trial_id for t in trials}
+    for name in sorted(listed):
+        if not name.endswith(".parquet") or name.startswith((".", "_")):
+            continue
+        trial_id = name[: -len(".parquet")]
+        setting = trial_id.rsplit("-", 1)[0]
+        if setting in ours and ours[setting] != trial_id:
+            raise ConfigError(
+                f"{root}: its finished trial {trial_id} is the setting and seed of this sweep's {ours[setting]} but "
+                "another target (the model, train, dp, data or audit.canaries config changed); allowed: rerun with "
+                "the config that wrote it (its sweep.yaml), or give the sweep a new name or output (the analysis "
+                "would average the two as one setting)"
+            )
 
 
 def _check_version(root: str, path: str, fs, trial_id: str) -> None:

@@ -175,8 +175,18 @@ def _setup_logging(verbose: bool) -> None:
 def _check_estimate_flags(args) -> None:
     """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep);
     --estimate-from not blank (also the real sweep);
-    --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --plugins only
-    with --list (a run ignored it)."""
+    --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --estimate not
+    with --address (it times this machine); --plugins only with --list (a run ignored it)."""
+    if args.list:  # --list printed the registries and exited 0: an estimate, a dry run or an output asked beside
+        # it was ignored without a word
+        ignored = [flag for flag, on in (("--dry-run", args.dry_run), ("--estimate", args.estimate),
+                                         ("--estimate-from", args.estimate_from is not None),
+                                         ("--price-per-hour", args.price_per_hour is not None),
+                                         ("--output", args.output is not None), ("--address", args.address),
+                                         ("--no-report", args.no_report)) if on]
+        if ignored:
+            raise ConfigError(f"--list with {', '.join(ignored)}: allowed: --list alone (with a SWEEP, its overrides "
+                              "and --plugins: it lists families, attacks and sources, and runs nothing)")
     if args.plugins and not args.list:  # was ignored: the sweep ran without the plugin its attacks may need
         raise ConfigError(f"--plugins {args.plugins} works with --list only; a sweep imports its plugins: key "
                           f"(in the YAML, or plugins=[{args.plugins}] as an override)")
@@ -190,6 +200,10 @@ def _check_estimate_flags(args) -> None:
         flag = "--estimate" if args.estimate else "--estimate-from"
         raise ConfigError(f"{flag} with --dry-run: allowed: one of them (--dry-run prints the plan only; {flag} "
                           "prints the plan and its device-hours), nothing is trained either way")
+    if args.estimate and args.address:  # ignored: the bill was of this machine's device, not the cluster's
+        raise ConfigError(f"--estimate with --address {args.address}: --estimate times this machine's device, not "
+                          "the cluster's; allowed: --estimate alone on a machine like the cluster's nodes, or "
+                          "--estimate-from the JSON benchmarks/gpu_check.py writes on one")
     if args.price_per_hour is None:
         return
     if not (args.estimate or args.estimate_from):
@@ -247,7 +261,9 @@ def _run(args) -> int:
 
         timing = Timing.from_json(args.estimate_from) if args.estimate_from else measure(cfg, trials)
         done = done_work(trials, sweep_config.results_root(cfg), sweep_config.store_root(cfg))
-        print(bill_text(bill(trials, timing, cfg.family.num_steps, args.price_per_hour, done)))
+        billed = bill(trials, timing, cfg.family.num_steps, args.price_per_hour, done)
+        _check_finite_bill(billed, args)
+        print(bill_text(billed))
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS="" is no address
     ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)
@@ -261,6 +277,21 @@ def _run(args) -> int:
     errors = _run_on_ray(cfg, yaml_text, trials, root, address, args.verbose)
     _print_results(root, trials, report=not args.no_report)
     return _exit_status(root, trials, errors)
+
+
+def _check_finite_bill(billed: dict, args) -> None:
+    """Timings or a price so large that the bill overflows (1e308 s per sample passed the positive-number check)
+    printed "inf h" or an inf cost: refused, naming the flag."""
+    import math
+
+    if not math.isfinite(billed["device_hours"]["total"]):
+        source = f"--estimate-from {args.estimate_from}" if args.estimate_from else "--estimate"
+        raise ConfigError(f"{source}: the timings give {billed['device_hours']['total']} device-hours for this sweep; "
+                          "allowed: seconds per step and per sample that a device takes (benchmarks/gpu_check.py "
+                          "writes them)")
+    if "cost" in billed and not math.isfinite(billed["cost"]["total"]):
+        raise ConfigError(f"--price-per-hour = {args.price_per_hour:g} gives a cost of {billed['cost']['total']}; "
+                          "allowed: a finite price >= 0 whose cost is finite")
 
 
 def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | None, verbose: bool = True) -> list:

@@ -26,6 +26,7 @@ from .data import SOURCES
 from .data.base import check_image_shape
 from .errors import ConfigError
 from .families import FAMILIES
+from .overflow import check_overflowing_numbers
 from .training.dp import check_budget, validate_dp
 
 GRID_AXES = ("families", "train_sizes", "epsilons", "seeds")
@@ -54,6 +55,11 @@ def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, st
 def _merge(path: str, overrides: list[str] | None):
     """The YAML and the overrides merged onto ``SweepConfig`` (types and unknown keys checked)."""
     try:
+        with open(path, encoding="utf-8") as f:
+            check_overflowing_numbers(f.read(), f"{path}: ")
+        for o in overrides or []:
+            key, _, value = o.partition("=")
+            check_overflowing_numbers(value, f"override {o!r}: ", key.strip())
         raw = OmegaConf.load(path)
         if len(raw) == 0:  # an empty file would silently run every default
             raise ConfigError(f"{path} is empty; give at least data: and families: (see sweeps/quickstart.yaml)")
@@ -215,7 +221,9 @@ def check_list_items(obj, prefix: str = "") -> None:
 
 
 def check_booleans(values, cls, prefix: str, where: str = "") -> None:
-    """A boolean key takes YAML ``true``/``false`` only: omegaconf alone reads 3, "yes" or "on" as true."""
+    """A boolean key takes YAML ``true``/``false`` only: omegaconf alone reads 3, "yes" or "on" as true. A string key
+    takes no boolean: YAML reads an unquoted yes / no / on / off as one, and omegaconf made it the string 'True'
+    (``name: yes`` wrote the results to <output>/True)."""
     if not isinstance(values, dict):
         return
     hints = typing.get_type_hints(cls)
@@ -225,6 +233,10 @@ def check_booleans(values, cls, prefix: str, where: str = "") -> None:
         v, t = values[f.name], hints[f.name]
         if t is bool and not isinstance(v, bool):
             raise ConfigError(f"{where}{prefix}{f.name} = {v!r}; allowed: true or false")
+        if t in (str, str | None) and isinstance(v, bool):
+            raise ConfigError(f"{where}{prefix}{f.name} = {v!r}: YAML reads an unquoted yes, no, on, off, true or "
+                              f"false as a boolean; allowed: a string (quoted when it is one of those words: "
+                              f"{f.name}: 'yes')")
         if is_dataclass(t):
             check_booleans(v, t, f"{prefix}{f.name}.", where)
 
@@ -535,6 +547,14 @@ MAX_LAYERS_PER_BLOCK = 16
 # out of memory holding the replicates) after training and scoring. A 95% percentile CI is settled at ~10^4
 # resamples (Efron & Tibshirani recommend >= 1000); 10^5 is 10x that, 100x full_paper.yaml's 1000.
 MAX_BOOTSTRAP = 100_000
+# Optimiser steps of one target: training keeps every step's loss (a Python float, ~32 bytes with its list slot:
+# 1e12 steps asked for 32 TB, after years), and the door's DP noise calibration grows with the steps (PRV: 7.8 s
+# at full_paper.yaml's 500 000 steps, past 9 minutes on 64 full-batch images). 10^7 is 20x full_paper.yaml and
+# above the longest published pixel-space runs (DDPM CIFAR-10: 800k; ADM: a few million).
+MAX_TRAIN_STEPS = 10_000_000
+# Ray counts resources in units of 1e-4 (ray._raylet.RESOURCE_UNIT_SCALING): a smaller nonzero fraction was
+# refused by Ray only when the first actor or training task was created, after Ray had started.
+MIN_RESOURCE_FRACTION = 1e-4
 # DDIM samples of the utility measurement, held in memory at once ([n, C, res, res] float32) and featurised after
 # training: 50 000 is the FID convention (Heusel et al. 2017), 2.5 GB at 64 px RGB; 1e12 passed.
 MAX_UTILITY_SAMPLES = 50_000
@@ -555,8 +575,14 @@ def _check_train(tr) -> None:
     for key, v in (("train.steps", tr.steps), ("train.batch_size", tr.batch_size)):
         if v < 1:
             raise ConfigError(f"{key} = {v}; allowed: an integer >= 1")
+    if tr.steps > MAX_TRAIN_STEPS:
+        raise ConfigError(f"train.steps = {tr.steps}; allowed: an integer in [1, {MAX_TRAIN_STEPS:_}] (training keeps "
+                          "every step's loss; use --estimate for the device-hours of a long run)")
     if tr.warmup < 0:
         raise ConfigError(f"train.warmup = {tr.warmup}; allowed: an integer >= 0 (0 = no warm-up)")
+    if tr.warmup > tr.steps:  # the learning rate ramps over warmup steps: training ended below train.lr, silently
+        raise ConfigError(f"train.warmup = {tr.warmup} with train.steps = {tr.steps}: the learning rate would never "
+                          "reach train.lr; allowed: an integer in [0, train.steps] (0 = no warm-up)")
     if not tr.grad_clip >= 0:
         raise ConfigError(f"train.grad_clip = {tr.grad_clip}; allowed: a number >= 0 (0 = no clipping)")
     if not tr.lr > 0:
@@ -613,6 +639,11 @@ def _check_resources(r) -> None:
     for key in ("scorer_cpus", "scorer_gpus", "train_cpus", "train_gpus"):
         if getattr(r, key) is not None and getattr(r, key) < 0:
             raise ConfigError(f"resources.{key} = {getattr(r, key)}; allowed: a number >= 0")
+    for key in ("scorer_cpus", "scorer_gpus", "train_cpus", "train_gpus"):
+        v = getattr(r, key)
+        if v is not None and 0 < v < MIN_RESOURCE_FRACTION:
+            raise ConfigError(f"resources.{key} = {v:g}; allowed: 0 or a number >= {MIN_RESOURCE_FRACTION:g} (Ray "
+                              "counts resources in steps of 0.0001 and refuses a smaller fraction once it has started)")
     if r.scorer_cpus <= 0:
         raise ConfigError("resources.scorer_cpus must be > 0 (an actor without CPUs gets no torch threads)")
     if r.num_cpus is not None and r.num_cpus < 1:  # a local Ray of 0 CPUs can run no task (refused after it started)
@@ -637,7 +668,7 @@ def _attack_spec(name: str, params, num_steps: int) -> AttackSpec:
     max_samples = params.pop("max_samples", None)
     allowed = [f.name for f in fields(attack.Params)]
     check_booleans(params, attack.Params, f"attacks.{name}.")
-    params = _one_element_lists(params, attack.Params)
+    params = _one_element_lists(params, attack.Params, f"attacks.{name}.")
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(attack.Params), params))
     except OmegaConfBaseException as e:
@@ -654,14 +685,19 @@ def _attack_spec(name: str, params, num_steps: int) -> AttackSpec:
     return AttackSpec(name, typed, max_samples)
 
 
-def _one_element_lists(params: dict, cls) -> dict:
+def _one_element_lists(params: dict, cls, prefix: str) -> dict:
     """A number given for a list-of-integers parameter is that one-element list (``secmi: {t_sec: 100}``, the
-    form of the authors' setting and of configs written before t_sec became a list)."""
+    form of the authors' setting and of configs written before t_sec became a list); any other scalar there
+    (``t_sec: "100"``, ``.nan``) is refused by name (OmegaConf's "AnyNode is not a ListConfig" named no value)."""
     hints = typing.get_type_hints(cls)
-    return {
-        k: [v] if hints.get(k) == list[int] and isinstance(v, int) and not isinstance(v, bool) else v
-        for k, v in params.items()
-    }
+    out = {}
+    for k, v in params.items():
+        if hints.get(k) == list[int] and not (isinstance(v, list | tuple) or OmegaConf.is_list(v)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"{prefix}{k} = {v!r}; allowed: a list of integer steps, or one integer step")
+            v = [v]
+        out[k] = v
+    return out
 
 
 def eps_label(e: float) -> str:

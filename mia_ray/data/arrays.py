@@ -89,6 +89,7 @@ class ArraySource(Source):
                 f"data.path: {self.path} is not a .npz or .npy file; source 'npz' reads {self.accepts}"
             )
         check_dtype(dtype, self.where())
+        self.dtype = np.dtype(dtype)  # as stored (door: members and non-members alike)
         self.layout = layout_of(shape, self.where())
         self.n = int(shape[0])
         if self.n == 0:

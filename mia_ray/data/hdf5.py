@@ -47,6 +47,7 @@ class HDF5Source(Source):
                 )
             shape, dtype = f[self.key].shape, f[self.key].dtype
         check_dtype(dtype, self.where())
+        self.dtype = np.dtype(dtype)  # as stored (door: members and non-members alike)
         self.layout = layout_of(shape, self.where())
         self.n = int(shape[0])
         if self.n == 0:
