@@ -3,14 +3,13 @@
 import json
 import math
 import os
-from types import SimpleNamespace
 
 import pytest
 
 from mia_ray import sweep, sweep_config
 from mia_ray.attacks import ATTACKS
 from mia_ray.errors import ConfigError
-from mia_ray.estimate import Timing, bill, bill_text, measure, time_train_steps
+from mia_ray.estimate import Timing, bill, bill_text, measure
 
 FULL = os.path.join(os.path.dirname(__file__), "..", "sweeps", "full_paper.yaml")
 FAKE = Timing("fake", train_plain_s_per_step=1.0, train_dp_s_per_step=2.0, forward_s_per_sample=1e-3,
@@ -89,23 +88,6 @@ def test_measure_times_the_sweeps_own_model_here():
     assert t.device.startswith("cpu")
     assert min(t.train_plain_s_per_step, t.train_dp_s_per_step, t.forward_s_per_sample, t.backward_s_per_sample) > 0
 
-
-
-def test_a_first_call_warm_up_is_not_taken_for_the_one_step_baseline(monkeypatch):
-    """A process's first training loop pays one-off costs. Timed as the 1-step baseline and subtracted, they made
-    the step time negative, clamped to 1e-9 s: --estimate in a fresh process billed 0 h of plain training."""
-    from mia_ray.training import train as train_module
-
-    calls = []
-
-    def fake_train_target(spec, images, device=None, progress=True):  # 2 s once, then 0.25 s + 10 ms per step
-        calls.append(spec.train.steps)
-        return SimpleNamespace(train_seconds=(2.0 if len(calls) == 1 else 0.0) + 0.25 + 0.01 * spec.train.steps)
-
-    monkeypatch.setattr(train_module, "train_target", fake_train_target)
-    quick = os.path.join(os.path.dirname(__file__), "..", "sweeps", "quickstart.yaml")
-    cfg, _ = sweep_config.load(quick, [])
-    assert time_train_steps(sweep_config.expand(cfg)[0].spec, math.inf, 3, "cpu") == pytest.approx(0.01)
 
 def test_the_bill_counts_what_the_plan_counts_references_canaries_and_utility():
     """LiRA trains R reference models per target and scores each beside the target; a canary audit adds its m
