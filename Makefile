@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 RAY ?= ray[tune,data]==2.58.0
 export RAY_DATA_DISABLE_PROGRESS_BARS ?= 1
 
@@ -11,11 +12,15 @@ export RAY_DATA_DISABLE_PROGRESS_BARS ?= 1
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
 
-# CPU torch first (a plain `torch` may pull a multi-GB CUDA build) and the Ray version the project is
+# CPU torch first, from PyTorch's CPU index: PyPI's Linux torch wheels are CUDA builds (torch==2.13.0 from PyPI
+# pulls cuda-toolkit, cuDNN and NCCL wheels, several GB). An extra index, so pip still finds torch where that index
+# cannot be reached (it then takes PyPI's build; a local +cpu wheel wins); `make TORCH_INDEX=` skips it. --no-deps:
+# one look-up there; torch's own dependencies come with the package below. Then the Ray version the project is
 # tested with (cluster/aws.yaml pins the same), then the package with its test extra.
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)" "$(RAY)"
+	$(BIN)/pip install -q --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(BIN)/pip install -q "$(RAY)"
 	$(BIN)/pip install -q -e ".[test,bench]"
 	touch $@
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-TRAIN_STEPS_TIMED = 3  # optimiser steps timed per mode after one untimed warm-up step
+TRAIN_STEPS_TIMED = 3  # optimiser steps timed per mode (time_train_steps: after untimed warm-up runs)
 PASS_REPEATS = 3  # timed batches of forward (and forward + backward) passes
 
 
@@ -194,7 +194,8 @@ def measure(cfg, trials, device=None, train_steps: int = TRAIN_STEPS_TIMED) -> T
 def time_train_steps(spec, epsilon: float, steps: int, device, resolution: int | None = None,
                      channels: int | None = None) -> float:
     """Seconds per optimiser step of ``spec``'s training (DP-SGD when ``epsilon`` is finite) on random images
-    of the spec's size: the loop time of ``steps`` + 1 steps of ``train_target`` minus that of 1 step (warm-up)."""
+    of the spec's size: the loop time of ``steps`` + 1 steps of ``train_target`` minus that of 1 step (warm-up),
+    both after one untimed run of 1 step."""
     import numpy as np
 
     from .training.train import train_target
@@ -209,6 +210,10 @@ def time_train_steps(spec, epsilon: float, steps: int, device, resolution: int |
                                 dp=dataclasses.replace(spec.dp, epsilon=epsilon), train_size=n)
         return train_target(s, images, device=device, progress=False).train_seconds
 
+    # Untimed: a process's first training loop pays one-off costs (first-call kernels, thread pools) that its
+    # later loops do not. Measured: subtracted from the next run, they made the plain step of the quickstart model
+    # 1e-9 s (clamped) on the first call in a fresh process (2 torch threads, 2-core VM), 0.010-0.014 s on later calls.
+    run(1)
     one = run(1)
     return max((run(steps + 1) - one) / steps, 1e-9)
 
