@@ -15,11 +15,12 @@ $(BIN)/activate:
 # CPU torch first, from PyTorch's CPU index: PyPI's Linux torch wheels are CUDA builds (torch==2.13.0 from PyPI
 # pulls cuda-toolkit, cuDNN and NCCL wheels, several GB). An extra index, so pip still finds torch where that index
 # cannot be reached (it then takes PyPI's build; a local +cpu wheel wins); `make TORCH_INDEX=` skips it. --no-deps:
-# one look-up there; torch's own dependencies come with the package below. Then the Ray version the project is
+# one look-up there; torch's own dependencies come with the package below. --retries 1 --timeout 20: an index that
+# cannot be reached costs seconds, not pip's default 5 retries of a 15 s (here 180 s) timeout. Then the Ray version the project is
 # tested with (cluster/aws.yaml pins the same), then the package with its test extra.
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(BIN)/pip install -q --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --retries 1 --timeout 20) "$(TORCH)"
 	$(BIN)/pip install -q "$(RAY)"
 	$(BIN)/pip install -q -e ".[test,bench]"
 	touch $@
