@@ -25,3 +25,23 @@ def test_a_first_call_warm_up_is_not_taken_for_the_one_step_baseline(monkeypatch
     quick = os.path.join(os.path.dirname(__file__), "..", "sweeps", "quickstart.yaml")
     cfg, _ = sweep_config.load(quick, [])
     assert time_train_steps(sweep_config.expand(cfg)[0].spec, math.inf, 3, "cpu") == pytest.approx(0.01)
+
+
+def test_cpu_timings_run_at_the_threads_of_the_sweeps_tasks(monkeypatch):
+    """Training is timed at resources.train_cpus threads and the passes at scorer_cpus (what the tasks run with),
+    not at every core of this machine; the threads are restored after."""
+    import torch
+
+    from mia_ray import estimate
+
+    seen = {}
+    monkeypatch.setattr(estimate, "time_train_steps", lambda *a, **k: seen.setdefault("train", torch.get_num_threads())
+                        and 0.5)
+    monkeypatch.setattr(estimate, "time_passes", lambda *a, **k: seen.setdefault("passes", torch.get_num_threads())
+                        and (1e-3, 2e-3))
+    quick = os.path.join(os.path.dirname(__file__), "..", "sweeps", "quickstart.yaml")
+    cfg, _ = sweep_config.load(quick, ["resources.train_cpus=3", "resources.scorer_cpus=2"])
+    before = torch.get_num_threads()
+    t = estimate.measure(cfg, sweep_config.expand(cfg), device="cpu")
+    assert seen == {"train": 3, "passes": 2} and torch.get_num_threads() == before
+    assert t.device == "cpu (3 thread(s) per training task, 2 per scorer)" and t.train_dp_s_per_step == 0.5
