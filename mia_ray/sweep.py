@@ -254,6 +254,10 @@ def _run(args) -> int:
     if args.dry_run:
         if not SOURCES.get(cfg.data.source).needs_path:  # bundled data (digits): checked here too, instantly
             check_data(cfg)
+        if cfg.model.pretrained and "://" not in cfg.model.pretrained:  # a missing or unfit model passed, planned
+            from .door import check_model  # with the default T = 1000 instead of its scheduler's
+
+            check_model(cfg)
         print("dry run: nothing trained, scored or written")
         return 0
     if args.estimate or args.estimate_from:  # mia_ray/estimate.py: the bill, nothing trained or written

@@ -252,3 +252,24 @@ def test_cli_sweep_audits_a_saved_pipeline_on_given_members(pipeline, digits, tm
     assert metrics.loc[metrics["attack"] == "loss", "auc"].max() > 0.8, metrics[["attack", "step", "auc"]]
     targets = pd.read_parquet(res / "targets")
     assert targets["checkpoint"].iloc[0].endswith("unet") and targets["train_steps"].iloc[0] == 0
+
+
+def test_dry_run_checks_the_given_model(tmp_path, capsys, monkeypatch):
+    """--dry-run passed a model.pretrained that does not exist (or does not fit the data) and planned it with the
+    default T = 1000; it now checks the model as the run does, with one line."""
+    from mia_ray import sweep
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.uniform(-1, 1, (40, 1, 8, 8)), rng.uniform(-1, 1, (30, 1, 8, 8))
+    path = given_sweep(tmp_path, str(tmp_path / "no-such-model"), members, nonmembers,
+                       attacks={"loss": {"steps": [50]}}, eval_size=8)
+    assert sweep.main([path, "--dry-run", f"output={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model.pretrained") and "no-such-model" in err and err.count("\n") == 1, err
+    pipe = save_pipeline(tmp_path / "pipe", num_steps=300)
+    path = given_sweep(tmp_path, pipe, members, nonmembers, attacks={"loss": {"steps": [50]}}, eval_size=8)
+    assert sweep.main([path, "--dry-run", f"output={tmp_path / 'out'}"]) == 0
+    assert "T = 300" in capsys.readouterr().out
+    assert sweep.main([path, "--dry-run", "data.resolution=16", f"output={tmp_path / 'out'}"]) == 2  # does not fit
+    assert capsys.readouterr().err.startswith("error: model.pretrained")
