@@ -86,6 +86,10 @@ def score_models_with_ray(
     total = len(items)
     blocks = max(1, min(total, workers * 4 * len(models), -(-total // resources.batch_size) * 2))
     gpus = resources.scorer_gpus or 0
+    # One map operator: Ray Data's per-operator resource reservation (built to share a cluster between the
+    # operators of a pipeline) only held its tasks back. With it, a 2-worker pass ran its first tasks one at a time
+    # (benchmarks/scaling.py: 2 workers 0.98x one worker; docs/bench_scaling.md); without it both start at once.
+    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     scored = ds.map_batches(
         score_models_batch,
