@@ -125,6 +125,19 @@ def test_target_ids_of_specs_are_pinned():
     assert spec.target_id == "061474e6d22e7da4"
 
 
+def test_feature_net_key_is_pinned():
+    """The utility's feature net (and through it every stored utility record and the targets/ column
+    utility_features) is keyed by a hash of the data config: a new DataConfig field (data.members_key) changed the
+    quickstart's key, so a rerun retrained the net and re-measured the utility of every stored target."""
+    from mia_ray.config import DataConfig
+    from mia_ray.utility.features import FeatureConfig, feature_key
+
+    assert feature_key(DataConfig(), 1797, FeatureConfig()) == "b8c1b34d2a8e1c1e"  # the quickstart's (digits, 8 px)
+    keyed = DataConfig(source="hdf5", members="/m.h5", nonmembers="/m.h5", members_key="a", nonmembers_key="b")
+    assert feature_key(keyed, 10, FeatureConfig()) != feature_key(DataConfig(source="hdf5", members="/m.h5",
+                                                                             nonmembers="/m.h5"), 10, FeatureConfig())
+
+
 def test_metrics_are_pinned(pinned):
     got, want = pinned
     _compare(got["metrics"], want["metrics"], "metrics")

@@ -168,9 +168,15 @@ def train_features(images: np.ndarray, labels: np.ndarray | None, cfg: FeatureCo
     return net.requires_grad_(False), head.requires_grad_(False), meta
 
 
+# DataConfig fields newer than the first stored feature nets (members / nonmembers were hashed as null already)
+LATER_DATA_KEYS = ("members_key", "nonmembers_key")
+
+
 def feature_key(data: DataConfig, pool_size: int, cfg: FeatureConfig) -> str:
-    """sha256 of what determines the feature net, first 16 hex digits."""
-    blob = json.dumps({"format": FORMAT, "data": asdict(data), "pool_size": pool_size, "features": asdict(cfg)},
+    """sha256 of what determines the feature net, first 16 hex digits. Data keys added after feature nets were
+    stored (``LATER_DATA_KEYS``) enter it only when set, so stored nets and utility records keep their keys."""
+    d = {k: v for k, v in asdict(data).items() if not (k in LATER_DATA_KEYS and v is None)}
+    blob = json.dumps({"format": FORMAT, "data": d, "pool_size": pool_size, "features": asdict(cfg)},
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
