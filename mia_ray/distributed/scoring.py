@@ -114,11 +114,26 @@ def score_models_with_ray(
     cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     nodes = set(cols.pop("node_id").tolist())
     model = cols.pop("model")
-    per_model = [{k: v[model == m] for k, v in cols.items()} for m in range(len(models))]
+    order = _input_order(np.asarray(rows["sample_id"]), np.asarray(cols["sample_id"]), model, len(models))
+    per_model = [{k: v[order[m]] for k, v in cols.items()} for m in range(len(models))]
     logging.getLogger("mia_ray").info(
         "scored %d samples x %d model(s) -> %d rows on %d node(s)", n, len(models), table.num_rows, len(nodes)
     )
     return per_model, nodes
+
+
+def _input_order(ids: np.ndarray, scored_ids: np.ndarray, model: np.ndarray, n_models: int) -> list[np.ndarray]:
+    """Per model, the indices of its scored rows with samples in the order of ``ids`` (the pass's input), each
+    sample's rows in the order its batch produced them. Ray Data hands blocks back as tasks finish, so without
+    this the rows came in an order set by scheduling, and sums over samples (LiRA's pooled variance) differed in
+    the last bits (1e-14) between runs of one sweep."""
+    sorter = np.argsort(ids, kind="stable")
+    position = sorter[np.searchsorted(ids, scored_ids, sorter=sorter)]
+    out = []
+    for m in range(n_models):
+        idx = np.flatnonzero(model == m)
+        out.append(idx[np.argsort(position[idx], kind="stable")])
+    return out
 
 
 def score_with_ray(
