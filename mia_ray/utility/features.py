@@ -28,7 +28,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -168,14 +168,16 @@ def train_features(images: np.ndarray, labels: np.ndarray | None, cfg: FeatureCo
     return net.requires_grad_(False), head.requires_grad_(False), meta
 
 
-# DataConfig fields newer than the first stored feature nets (members / nonmembers were hashed as null already)
-LATER_DATA_KEYS = ("members_key", "nonmembers_key")
+# The DataConfig fields of the first stored feature nets, always hashed (members / nonmembers as null too). A field
+# added since enters the key only when set off its default, so adding one never re-keys stored nets and utility
+# records (data.members_key did: a rerun retrained the net and re-measured every stored target's utility).
+FIRST_DATA_FIELDS = ("source", "path", "resolution", "channels", "key", "members", "nonmembers")
+_DATA_DEFAULTS = {f.name: f.default for f in fields(DataConfig)}
 
 
 def feature_key(data: DataConfig, pool_size: int, cfg: FeatureConfig) -> str:
-    """sha256 of what determines the feature net, first 16 hex digits. Data keys added after feature nets were
-    stored (``LATER_DATA_KEYS``) enter it only when set, so stored nets and utility records keep their keys."""
-    d = {k: v for k, v in asdict(data).items() if not (k in LATER_DATA_KEYS and v is None)}
+    """sha256 of what determines the feature net, first 16 hex digits (``FIRST_DATA_FIELDS``: which data fields)."""
+    d = {k: v for k, v in asdict(data).items() if k in FIRST_DATA_FIELDS or v != _DATA_DEFAULTS[k]}
     blob = json.dumps({"format": FORMAT, "data": d, "pool_size": pool_size, "features": asdict(cfg)},
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
