@@ -14,8 +14,8 @@ type; keys ``Timing``'s fields). The bill is arithmetic on those figures:
 
 Device-hours are summed over targets, i.e. one device busy that long (or N devices for 1/N of it); per-sample
 pass times are measured at the attack batch size (``resources``). What a rerun would not do again is not billed
-(``done_work``): trials complete in a local results folder (their scoring and utility) and targets or reference
-models complete in a local target store (their training).
+(``done_work``): trials complete in a local results folder (their scoring and utility), targets or reference
+models complete in a local target store (their training) and utility records there (their sampling).
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class Done:
 
     trials: frozenset = frozenset()
     targets: frozenset = frozenset()
+    utility: frozenset = frozenset()  # target ids whose utility record (at the trials' settings) is stored
     checked: bool = True  # False: a remote output or store, not looked at (billed in full)
 
 
@@ -94,7 +95,25 @@ def done_work(trials, results_root: str, store_root: str) -> Done:
             if getattr(ATTACKS.get(a.name), "needs_references", False):
                 ids.update(s.target_id for s in reference_specs(t.spec, a.params.references))
     stored = frozenset(i for i in ids if os.path.isfile(os.path.join(store_root, i, META)))
-    return Done(done, stored)
+    return Done(done, stored, _utility_done(trials, done, store_root))
+
+
+def _utility_done(trials, done: frozenset, store_root: str) -> frozenset:
+    """Target ids of not-done trials whose utility record is stored (a rerun reads it, not samples again). Its key
+    needs the pool's size: a pool that cannot be opened here is billed (the sweep would refuse it anyway)."""
+    from .errors import DataError
+    from .utility.target import is_measured
+
+    out = set()
+    for t in trials:
+        if t.trial_id in done or t.utility is None or not t.utility.enabled:
+            continue
+        try:
+            if is_measured(store_root, t.spec, t.spec.target_id, t.utility, t.heldout_from):
+                out.add(t.spec.target_id)
+        except (DataError, OSError):
+            continue
+    return frozenset(out)
 
 
 def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = None, done: Done = Done()) -> dict:
@@ -109,6 +128,7 @@ def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = 
     seconds: dict[str, float] = {"training": 0.0}
     targets: dict[str, float] = {}  # target id -> its training seconds
     references: dict[str, float] = {}  # reference target id -> its training seconds
+    utility: dict[str, float] = {}  # target id -> its utility sampling seconds
 
     def step_seconds(spec) -> float:
         dp = math.isfinite(spec.dp.epsilon)
@@ -131,17 +151,20 @@ def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = 
             add(f"attack {a.name}", (1 + refs) * n * per_sample)  # the target and each reference model
             for spec in reference_specs(trial.spec, refs):
                 references.setdefault(spec.target_id, step_seconds(spec))
-        if trial.utility is not None:
-            add("utility", trial.utility.samples * trial.utility.sampler_steps * timing.forward_s_per_sample)
+        if trial.utility is not None and trial.utility.enabled:  # measured once per target, like its training
+            utility[trial.spec.target_id] = 0.0 if trial.spec.target_id in done.utility else \
+                trial.utility.samples * trial.utility.sampler_steps * timing.forward_s_per_sample
     seconds["training"] = sum(v for k, v in targets.items() if k not in done.targets)
     if references:
         seconds["training LiRA references"] = sum(v for k, v in references.items() if k not in done.targets)
+    if utility:
+        seconds["utility"] = sum(utility.values())
     order = ["training", "training LiRA references", "utility"]
     seconds = {k: seconds[k] for k in sorted(seconds, key=lambda k: (order.index(k) if k in order else 3))}
     hours = {k: v / 3600 for k, v in seconds.items()}
     hours["total"] = sum(hours.values())
     out = {"device": timing.device, "device_hours": hours, "done_trials": len(done.trials),
-           "stored_targets": len(done.targets), "done_checked": done.checked}
+           "stored_targets": len(done.targets), "stored_utility": len(done.utility), "done_checked": done.checked}
     if price_per_hour is not None:
         out["price_per_hour"] = price_per_hour
         out["cost"] = {k: h * price_per_hour for k, h in hours.items()}
@@ -155,9 +178,11 @@ def bill_text(result: dict) -> str:
         lines.append(f"  {k:<22} {h:>14,.1f} h{cost}")
     if not result.get("done_checked", True):
         lines.append("  (remote output or store: work already done there is not subtracted)")
-    elif result.get("done_trials") or result.get("stored_targets"):
+    elif result.get("done_trials") or result.get("stored_targets") or result.get("stored_utility"):
         lines.append(f"  not billed: {result['done_trials']} trial(s) already complete, {result['stored_targets']} "
                      "stored target(s) / reference model(s) not trained again")
+        if result.get("stored_utility"):
+            lines.append(f"  not billed: {result['stored_utility']} stored utility record(s) not sampled again")
     return "\n".join(lines)
 
 

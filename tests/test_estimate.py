@@ -1,5 +1,6 @@
 """--estimate: the bill is arithmetic on timings (a fake timing here, so the answer is known by hand)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -155,3 +156,31 @@ def test_a_remote_output_is_billed_in_full_and_says_so():
     done = done_work(trials, sweep_config.results_root(cfg), sweep_config.store_root(cfg))
     assert not done.checked and not done.trials
     assert "not subtracted" in bill_text(bill(trials, FAKE, 1000, done=done))
+
+
+def test_a_stored_utility_record_is_not_billed_again(tmp_path, capsys):
+    """A target's utility record in the store is read by a rerun, not sampled again: the bill of a sweep whose
+    trials died after measuring utility charged it in full."""
+    from mia_ray.utility import target as utility_target
+
+    here = os.path.join(os.path.dirname(__file__), "..", "sweeps")
+    cfg, _ = sweep_config.load(os.path.join(here, "audit_small.yaml"), [f"output={tmp_path / 'out'}"])
+    trials = sweep_config.expand(cfg)
+    full = bill(trials, FAKE, 1000)["device_hours"]["utility"]
+    per_target = trials[0].utility.samples * trials[0].utility.sampler_steps * FAKE.forward_s_per_sample / 3600
+    assert full == pytest.approx(len({t.spec.target_id for t in trials}) * per_target)
+    t = trials[1]
+    assert not utility_target.is_measured(sweep_config.store_root(cfg), t.spec, t.spec.target_id, t.utility,
+                                          t.heldout_from)
+    key = utility_target._stored_key(t.spec, t.spec.target_id, t.utility, t.heldout_from)
+    fs, meta, _ = utility_target._paths(sweep_config.store_root(cfg), t.spec.target_id, key)
+    os.makedirs(os.path.dirname(meta))
+    open(meta, "w").close()
+    other = utility_target._stored_key(t.spec, t.spec.target_id, dataclasses.replace(t.utility, samples=128),
+                                       t.heldout_from)
+    assert other != key  # another setting's record is not this one
+    done = done_work(trials, sweep_config.results_root(cfg), sweep_config.store_root(cfg))
+    assert done.utility == {t.spec.target_id} and not done.trials and not done.targets
+    out = bill(trials, FAKE, 1000, done=done)
+    assert out["device_hours"]["utility"] == pytest.approx(full - per_target)
+    assert "1 stored utility record(s) not sampled again" in bill_text(out)

@@ -229,6 +229,21 @@ def test_an_epsilon_dp_sgd_cannot_reach_is_refused_with_the_config(tmp_path):
     assert load(tmp_path, epsilons=[0.5], train={**sweep_files.TINY["train"], "steps": 300})[0].epsilons == [0.5]
 
 
+def test_the_slow_prv_check_at_the_door_says_so_first(tmp_path, caplog):
+    """PRV's own calibration, run only where RDP cannot reach the epsilon, took minutes on small full-batch sets
+    with nothing on the console: a line says what is being checked before the wait; none when RDP reaches it."""
+    over = {"epsilons": [0.1], "train": {**sweep_files.TINY["train"], "steps": 300}, "dp": {"accountant": "prv"}}
+    with caplog.at_level("WARNING", logger="mia_ray"):
+        load(tmp_path, **over)
+    assert [r.getMessage() for r in caplog.records] == [
+        "epsilon 0.1 at delta 1e-05 over 300 steps on train_size 64: RDP cannot reach it; checking Opacus' PRV "
+        "calibration (seconds to minutes)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mia_ray"):
+        load(tmp_path, **{**over, "epsilons": [0.5]})
+    assert not caplog.records
+
+
 @pytest.mark.parametrize("name, reason", [
     ("", r"not a dotted module name"),  # importlib raised ValueError: a traceback
     (".relative", r"not a dotted module name"),  # TypeError

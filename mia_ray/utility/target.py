@@ -50,13 +50,22 @@ def heldout_of(spec: TargetSpec, cfg: UtilityConfig, heldout_from: int) -> tuple
     return heldout_ids(spec, len(source), heldout_from, count), source
 
 
-def stored(store: str, target, cfg: UtilityConfig, heldout_from: int) -> dict | None:
-    """The stored utility record of ``target`` (with ``grid_png`` bytes), or None when not measured yet."""
+def _stored_key(spec: TargetSpec, target_id: str, cfg: UtilityConfig, heldout_from: int) -> str:
     from .features import FeatureConfig, feature_key
 
-    held, source = heldout_of(target.spec, cfg, heldout_from)
-    key = utility_key(target.target_id, cfg, held, feature_key(target.spec.data, len(source), FeatureConfig()))
-    return _read(store, target.target_id, key)
+    held, source = heldout_of(spec, cfg, heldout_from)
+    return utility_key(target_id, cfg, held, feature_key(spec.data, len(source), FeatureConfig()))
+
+
+def stored(store: str, target, cfg: UtilityConfig, heldout_from: int) -> dict | None:
+    """The stored utility record of ``target`` (with ``grid_png`` bytes), or None when not measured yet."""
+    return _read(store, target.target_id, _stored_key(target.spec, target.target_id, cfg, heldout_from))
+
+
+def is_measured(store: str, spec: TargetSpec, target_id: str, cfg: UtilityConfig, heldout_from: int) -> bool:
+    """Whether the utility record of target ``target_id`` (of ``spec``) is complete in ``store`` (its JSON)."""
+    fs, meta, _ = _paths(store, target_id, _stored_key(spec, target_id, cfg, heldout_from))
+    return fs.get_file_info(meta).type == pafs.FileType.File
 
 
 def _read(store: str, target_id: str, key: str) -> dict | None:
@@ -108,4 +117,4 @@ def get_or_measure(store: str, target, cfg: UtilityConfig, heldout_from: int, de
     return {**record, "grid_png": png}
 
 
-__all__ = ["get_or_measure", "heldout_of", "stored", "utility_key"]
+__all__ = ["get_or_measure", "heldout_of", "is_measured", "stored", "utility_key"]
