@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Source
-from .pixels import as_nchw, check_dtype, layout_of, to_unit
+from .pixels import array_header, as_nchw, to_unit
 from .registry import register_source
 
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -88,12 +88,7 @@ class ArraySource(Source):
             raise DataError(
                 f"data.path: {self.path} is not a .npz or .npy file; source 'npz' reads {self.accepts}"
             )
-        check_dtype(dtype, self.where())
-        self.dtype = np.dtype(dtype)  # as stored (door: members and non-members alike)
-        self.layout = layout_of(shape, self.where())
-        self.n = int(shape[0])
-        if self.n == 0:
-            raise DataError(f"data.path: {self.where()} holds no images")
+        self.dtype, self.layout, self.n = array_header(shape, dtype, self.where())  # dtype as stored (door)
         self._array: np.ndarray | None = None
 
     def where(self) -> str:

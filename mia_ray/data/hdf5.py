@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Source
-from .pixels import as_nchw, check_dtype, layout_of, to_unit
+from .pixels import array_header, as_nchw, to_unit
 from .registry import register_source
 
 
@@ -46,12 +46,7 @@ class HDF5Source(Source):
                     f"available: {', '.join(names) or 'none'}"
                 )
             shape, dtype = f[self.key].shape, f[self.key].dtype
-        check_dtype(dtype, self.where())
-        self.dtype = np.dtype(dtype)  # as stored (door: members and non-members alike)
-        self.layout = layout_of(shape, self.where())
-        self.n = int(shape[0])
-        if self.n == 0:
-            raise DataError(f"data.path: {self.where()} holds no images")
+        self.dtype, self.layout, self.n = array_header(shape, dtype, self.where())  # dtype as stored (door)
 
     def where(self) -> str:
         return f"{self.path} dataset {self.key!r}"

@@ -51,6 +51,16 @@ def layout_of(shape: tuple[int, ...], where: str) -> str:
     return layout
 
 
+def array_header(shape: tuple[int, ...], dtype, where: str) -> tuple[np.dtype, str, int]:
+    """(dtype as stored, layout, image count) of an image array file's header, refused as the door refuses it:
+    an unsupported dtype or layout, or no images."""
+    check_dtype(dtype, where)
+    layout = layout_of(shape, where)
+    if int(shape[0]) == 0:
+        raise DataError(f"data.path: {where} holds no images")
+    return np.dtype(dtype), layout, int(shape[0])
+
+
 def as_nchw(a: np.ndarray, layout: str) -> np.ndarray:
     """View an array in ``layout`` as NCHW."""
     if layout == "NHW":
