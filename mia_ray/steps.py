@@ -44,5 +44,5 @@ def best_rows(frame, keys: list[str]):
     groups = rows.groupby(keys, sort=True, dropna=False)
     near = rows[rows["auc"] >= groups["auc"].transform("max") - AUC_TIE]
     first = near.groupby(keys, sort=True, dropna=False).head(1)  # in step order: the smallest step
-    order = near.loc[first.index].groupby(keys, sort=True, dropna=False).ngroup().sort_values(kind="stable")
-    return rows.loc[order.index].reset_index(drop=True)
+    order = first.groupby(keys, sort=True, dropna=False).ngroup().sort_values(kind="stable")  # groups as idxmax's
+    return first.loc[order.index].reset_index(drop=True)
