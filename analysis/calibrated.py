@@ -16,7 +16,7 @@ import pandas as pd
 from analysis.loader import Results
 from analysis.tables import HEADERS, attacks, setting_columns, sort_settings
 from mia_ray.metrics import FPR_TARGETS
-from mia_ray.steps import best_rows
+from mia_ray.steps import AUC_TIE, best_rows
 
 TRIAL_KEYS = ["family", "train_size", "epsilon", "seed"]
 SHOWN_FPRS = {"tpr_at_1pct_fpr": "1pct", "tpr_at_10pct_fpr": "10pct"}  # oracle column -> suffix
@@ -127,7 +127,8 @@ def attack_comparison_table(results: Results) -> pd.DataFrame:
             auc=("auc", "mean"), n_nonmembers=("n_nonmembers", "min"), seeds=("trial_id", "nunique"),
             **{c: (c, "mean") for c in FPR_TARGETS}).reset_index()
         for _, g in per_step.groupby(keys, sort=False):
-            best = g.loc[g["auc"].fillna(-np.inf).idxmax()]
+            auc = g["auc"].fillna(-np.inf)
+            best = g.loc[(auc >= auc.max() - AUC_TIE).idxmax()]  # ties (float noise): the first, smallest step
             low = lowest_resolvable_fpr(int(best["n_nonmembers"]))
             row = {**{k: best[k] for k in keys}, "attack": attack,
                    "best_step": None if pd.isna(best["step"]) else int(best["step"]), "auc": best["auc"],

@@ -107,10 +107,13 @@ def _rate_bounds(tp, fn, fp, tn, alpha_each):
 
 
 def _cp_eps(fpr_hi, fnr_hi, delta):
-    """(eps, direction index) per threshold: 0 = TPR/FPR, 1 = TNR/FNR; clipped at 0."""
+    """(eps, direction index) per threshold: 0 = TPR/FPR, 1 = TNR/FNR (the larger log-ratio, ties -> 0); eps
+    clipped at 0. A direction whose numerator is <= 0 has log-ratio -inf: it proves nothing, so it is named
+    only when the other one proves nothing either (it was counted as 0 once, and then named ahead of a finite
+    negative log-ratio of the other direction)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        e1 = np.where(1.0 - fnr_hi > delta, np.log((1.0 - fnr_hi - delta) / fpr_hi), 0.0)
-        e2 = np.where(1.0 - fpr_hi > delta, np.log((1.0 - fpr_hi - delta) / fnr_hi), 0.0)
+        e1 = np.where(1.0 - fnr_hi > delta, np.log((1.0 - fnr_hi - delta) / fpr_hi), -np.inf)
+        e2 = np.where(1.0 - fpr_hi > delta, np.log((1.0 - fpr_hi - delta) / fnr_hi), -np.inf)
     return np.maximum(0.0, np.maximum(e1, e2)), (e2 > e1).astype(int)
 
 

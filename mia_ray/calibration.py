@@ -114,13 +114,14 @@ def choose_step(scores_by_step: Mapping, is_member, in_calibration) -> tuple[int
     step-free attack, which returns step None)."""
     m = _labels(is_member)
     c = _check_halves(m, in_calibration)
-    best_step, best_auc = None, -np.inf
+    best_step, best_u = None, -1
     for step in _steps(scores_by_step):
         s = _oriented(scores_by_step[step], m.size)
-        a = metrics.auc(s[c], m[c])
-        if a > best_auc:  # strict: a tie keeps the lower step seen first
-            best_step, best_auc = step, a
-    return best_step, float(best_auc)
+        u = metrics.mann_whitney_twice_u(s[c], m[c])  # exact: equal AUCs compare equal (not the float AUC)
+        if u > best_u:  # strict: a tie keeps the lower step seen first
+            best_step, best_u = step, u
+    s = _oriented(scores_by_step[best_step], m.size)
+    return best_step, float(metrics.auc(s[c], m[c]))
 
 
 def calibrated_threshold(nonmember_scores, target_fpr: float) -> float:

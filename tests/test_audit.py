@@ -164,6 +164,26 @@ def test_audit_rows_count_on_test_half_only():
     assert cpr["direction"] in ("tpr/fpr", "tnr/fnr") and math.isnan(cpr["mu_low"]) and gdp["mu_low"] > 0
 
 
+def test_direction_with_no_member_above_threshold_is_tnr_fnr():
+    # calibration: members {10, 11}, non-members {0, 1}: every CP bound is 0 on 2 + 2 samples, so the largest
+    # mu_LB picks threshold 10. Test half: members {5, 6}, non-members {0, 1}: tp = 0, fn = 2, fp = 0, tn = 2.
+    # FNR_hi = 1, so TPR_lo - delta < 0 (log-ratio -inf); TNR/FNR has ln(1 - FPR_hi - delta), FPR_hi =
+    # 1 - 0.025^(1/2): finite and negative, the larger one (README: `direction` names the larger log-ratio).
+    m = np.array([1, 1, 0, 0, 1, 1, 0, 0], bool)
+    c = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
+    s = np.array([10, 11, 0, 1, 5, 6, 0, 1], float)
+    cpr, gdp = A.audit_rows(s, m, c, DELTA)
+    assert cpr["threshold"] == 10 and (cpr["tp"], cpr["fn"], cpr["fp"], cpr["tn"]) == (0, 2, 0, 2)
+    assert cpr["fnr_high"] == 1.0 and cpr["fpr_high"] == pytest.approx(1 - 0.025**0.5, rel=1e-12)
+    assert cpr["direction"] == "tnr/fnr" and cpr["epsilon_lb"] == 0.0
+    # the mirror case: test members {20, 21}, non-members {12, 13}: fp = N, so FPR_hi = 1 and TNR/FNR proves
+    # nothing; TPR/FPR is ln(1 - FNR_hi - delta), finite
+    s2 = np.array([10, 11, 0, 1, 20, 21, 12, 13], float)
+    sw = A.audit_rows(s2, m, c, DELTA)[0]
+    assert (sw["tp"], sw["fn"], sw["fp"], sw["tn"]) == (2, 0, 2, 0)
+    assert sw["fpr_high"] == 1.0 and sw["direction"] == "tpr/fpr" and sw["epsilon_lb"] == 0.0
+
+
 def test_bonferroni_pays_alpha_over_n():
     rng = np.random.default_rng(1)
     m = _labels(100, 100)

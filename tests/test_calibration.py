@@ -99,6 +99,27 @@ def test_step_ties_go_to_lower_step_and_step_free_attacks_return_none():
         C.choose_step({None: s, 1: s}, m, c)
 
 
+def test_exactly_equal_aucs_whose_floats_differ_go_to_the_lower_step():
+    # 3 members, 5 non-members on the calibration half: members ranked {0, 2, 7} or {2, 3, 4} of 0..7 both win
+    # 6 of 15 pairs (AUC 6/15 exactly), but scikit-learn's trapezoid sum gives 0.39999999999999997 and 0.4
+    m = np.array([1, 1, 1, 0, 0, 0, 0, 0, 1, 0], bool)
+    c = np.array([1] * 8 + [0, 0], bool)  # the last member and non-member form the test half
+    low = np.array([0, 2, 7, 1, 3, 4, 5, 6, 0, 0], float)
+    high = np.array([2, 3, 4, 0, 1, 5, 6, 7, 0, 0], float)
+    assert M.mann_whitney_twice_u(low[c], m[c]) == M.mann_whitney_twice_u(high[c], m[c]) == 12
+    assert M.auc(low[c], m[c]) < M.auc(high[c], m[c])  # the float noise that broke the tie
+    step, a = C.choose_step({10: low, 20: high}, m, c)
+    assert step == 10 and a == M.auc(low[c], m[c])
+    assert C.choose_step({10: high, 20: low}, m, c)[0] == 10
+
+
+def test_mann_whitney_twice_u_hand_cases():
+    m = np.array([1, 1, 0, 0], bool)
+    assert M.mann_whitney_twice_u([3.0, 1.0, 2.0, 0.0], m) == 6  # 3 of 4 pairs won
+    assert M.mann_whitney_twice_u([1.0, 1.0, 1.0, 0.0], m) == 6  # 2 won, 2 tied
+    assert M.mann_whitney_twice_u([np.nan, 5.0, -np.inf, np.inf], m) == 3  # NaN ties -inf; +inf beats 5
+
+
 def test_step_is_chosen_on_calibration_half_only():
     m = _labels(4, 4)
     c = np.array([1, 1, 0, 0, 1, 1, 0, 0], bool)
