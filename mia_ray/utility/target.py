@@ -41,6 +41,16 @@ def _paths(store: str, target_id: str, key: str) -> tuple[pafs.FileSystem, str, 
     return fs, f"{stem}.json", f"{stem}.png"
 
 
+def _clear_temps(store: str, target_id: str, key: str) -> None:
+    """Remove the record's temporaries (``.<target>-<key>.{json,png}.<hex>[-<writer>].tmp``) left by a writer
+    killed before its rename (``mia_ray.store_temps``: at once when that process is gone, else once stale)."""
+    fs, meta_path, _ = _paths(store, target_id, key)
+    if isinstance(fs, pafs.LocalFileSystem):
+        stem = os.path.basename(meta_path)[: -len(".json")]
+        own = re.compile(rf"\.{re.escape(stem)}\.(json|png)\.[0-9a-f]{{32}}(-p\d+@.+)?\.tmp")
+        clear_abandoned(os.path.dirname(meta_path), own)
+
+
 def heldout_of(spec: TargetSpec, cfg: UtilityConfig, heldout_from: int) -> tuple[np.ndarray, object]:
     """(held-out ids, the opened pool) of ``spec``: at most ``cfg.heldout``, members of no target."""
     from ..canaries import heldout_count, heldout_ids
@@ -110,16 +120,6 @@ def get_or_measure(store: str, target, cfg: UtilityConfig, heldout_from: int, de
     write_bytes_atomic(fs, meta_path, json.dumps(record, indent=1, sort_keys=True).encode(),
                        owner_tag())  # last: marks completeness
     return {**record, "grid_png": png}
-
-
-def _clear_temps(store: str, target_id: str, key: str) -> None:
-    """Remove the record's temporaries (``.<target>-<key>.{json,png}.<hex>[-<writer>].tmp``) left by a writer
-    killed before its rename (``mia_ray.store_temps``: at once when that process is gone, else once stale)."""
-    fs, meta_path, _ = _paths(store, target_id, key)
-    if isinstance(fs, pafs.LocalFileSystem):
-        stem = os.path.basename(meta_path)[: -len(".json")]
-        own = re.compile(rf"\.{re.escape(stem)}\.(json|png)\.[0-9a-f]{{32}}(-p\d+@.+)?\.tmp")
-        clear_abandoned(os.path.dirname(meta_path), own)
 
 
 __all__ = ["get_or_measure", "heldout_of", "stored", "utility_key"]
