@@ -608,12 +608,13 @@ def write_text_atomic(root: str, name: str, text: str) -> None:
     write_bytes_atomic(fs, f"{base}/{name}", text.encode())
 
 
-def write_bytes_atomic(fs: pafs.FileSystem, path: str, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` whole: a hidden temporary name renamed into place (one PUT on object stores)."""
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, blob: bytes, owner: str = "") -> None:
+    """Write ``blob`` to ``path`` whole: a hidden temporary name renamed into place (one PUT on object stores).
+    ``owner``: the writer's tag ending the temporary's name (``mia_ray.store_temps``; the shared target store)."""
     parent = os.path.dirname(path)
     fs.create_dir(parent, recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{parent}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
+        tmp = f"{parent}/.{os.path.basename(path)}.{uuid.uuid4().hex}{'-' + owner if owner else ''}.tmp"
         with fs.open_output_stream(tmp) as f:
             f.write(blob)
         fs.move(tmp, path)

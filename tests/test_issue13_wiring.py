@@ -95,6 +95,37 @@ def test_utility_is_not_measured_again_on_resume(utility_run, monkeypatch):
     assert again["fd"] == fd
 
 
+def test_a_dead_writers_utility_temporaries_are_removed_by_the_rerun(utility_run):
+    """kill -9 of a sweep while a utility record was written left ``.<target>-<key>.{png,json}.<hex>-<writer>.tmp``
+    in the store's utility/; the rerun reading the record removes those of a writer gone from this host, keeps a
+    live writer's (a concurrent sweep's) and another record's."""
+    import os
+    import subprocess
+    import sys
+
+    from mia_ray import store_temps
+
+    cfg, trials, root, store = utility_run
+    target = store.get(trials[0].spec)
+    record = measure_utility(trials[0], store, target)
+    folder = os.path.join(store.root, "utility")
+    stem = f"{target.target_id}-{record['key']}"
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    dead, live = f"p{p.pid}@{store_temps.HOST}", store_temps.owner_tag()
+    names = {"dead_png": f".{stem}.png.{'0' * 32}-{dead}.tmp", "dead_json": f".{stem}.json.{'1' * 32}-{dead}.tmp",
+             "live": f".{stem}.png.{'2' * 32}-{live}.tmp", "other": f".0123456789abcdef-{record['key']}.png."
+             f"{'3' * 32}-{dead}.tmp"}
+    for name in names.values():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(b"half")
+    assert measure_utility(trials[0], store, target)["fd"] == record["fd"]
+    left = {n for n in os.listdir(folder) if n.endswith(".tmp")}
+    assert left == {names["live"], names["other"]}
+    for name in left:
+        os.remove(os.path.join(folder, name))
+
+
 def test_utility_off_leaves_the_columns_null(tmp_path):
     cfg = _sweep(tmp_path, utility={"enabled": False})
     (trial,) = sweep_config.expand(cfg)

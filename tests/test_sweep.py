@@ -204,6 +204,29 @@ def test_flags_may_come_after_overrides(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_rerun_of_a_complete_sweep_removes_the_tune_logs_a_killed_run_left(tmp_path):
+    """kill -9 after the last trial's metrics were written but before Tune's run folder was removed: the rerun
+    finds every trial done and runs nothing; it removes that folder too (it stayed for good), others' kept."""
+    from sweep_files import load_sweep
+
+    from mia_ray import results, sweep_config
+    from mia_ray.distributed.tuning import SweepContext, run_tune
+
+    cfg, _ = load_sweep(tmp_path, [f"output={tmp_path / 'out'}"])
+    trials = sweep_config.expand(cfg)
+    root = sweep_config.results_root(cfg)
+    for t in trials:  # done = the six core tables exist (results.trial_done)
+        for table in results.TABLES:
+            os.makedirs(os.path.join(root, table), exist_ok=True)
+            open(os.path.join(root, table, f"{t.trial_id}.parquet"), "wb").close()
+    tune_dir = os.path.join(os.path.dirname(root), "_tune")
+    for name in (f"{cfg.name}-20261130-051234", f"other-{cfg.name}-20261130-051234"):
+        os.makedirs(os.path.join(tune_dir, name))
+    ctx = SweepContext(cfg.name, root, sweep_config.store_root(cfg), cfg.resources, 0, [])
+    assert run_tune(trials, ctx) == []
+    assert os.listdir(tune_dir) == [f"other-{cfg.name}-20261130-051234"]
+
+
 def test_tune_logs_of_a_complete_sweep_are_removed_others_kept(tmp_path):
     """Each run left ~0.5 MB under <output>/_tune/ that nothing reads; once the sweep is complete its runs' folders
     (also those of earlier failed runs) go, other sweeps' stay."""

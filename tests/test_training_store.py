@@ -11,6 +11,7 @@ import torch
 from conftest import tiny_spec
 from diffusers import UNet2DModel
 
+from mia_ray import store_temps
 from mia_ray.config import DPConfig, spec_from_json, spec_json
 from mia_ray.errors import ConfigError
 from mia_ray.models import load_unet
@@ -123,7 +124,7 @@ def test_a_killed_writers_temporary_folder_is_removed_once_stale(tmp_path, digit
                                        (f".tmp-{tid}-dead", f".tmp-{tid}-live", ".tmp-0123456789abcdef-dead"))
     for d in (old_mine, fresh_mine, old_other):
         os.makedirs(os.path.join(d, "model"))
-    hour_ago = os.path.getmtime(old_mine) - store_mod.STALE_SECONDS - 1
+    hour_ago = os.path.getmtime(old_mine) - store_temps.STALE_SECONDS - 1
     for d in (old_mine, old_other):
         os.utime(d, (hour_ago, hour_ago))
     get_or_train(store, spec, images_fn=lambda: digits64, progress=False)

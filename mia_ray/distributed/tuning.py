@@ -262,10 +262,12 @@ def run_tune(trials: list[Trial], ctx: SweepContext, console=None, verbose: bool
     ``console``: receives trained / finished / failed events (``mia_ray.progress.SweepProgress``);
     ``verbose``: Tune's own status tables (else Tune prints nothing)."""
     todo = {t.trial_id: t for t in trials if not results.trial_done(ctx.root, t.trial_id)}
-    if not todo:
-        return []
     local = "://" not in ctx.root
     storage = os.path.join(os.path.dirname(ctx.root), "_tune") if local else None
+    if not todo:  # complete: the logs of a run killed after its last trial, before it removed them, go now
+        if storage:
+            _remove_run_logs(storage, ctx.sweep)
+        return []
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, trials=todo, ctx=ctx), tune.PlacementGroupFactory([TRIAL_BUNDLE])
     )

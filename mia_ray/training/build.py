@@ -28,6 +28,7 @@ def get_or_train(
             log.warning("target %s: stored by a mia_ray that skipped empty Poisson batches (%d of %d rounds "
                         "stepped), so its epsilon_spent under-counts the rounds run; delete %s to retrain it",
                         found.target_id, run, spec.train.steps, os.path.dirname(found.checkpoint))
+        store.clear_stale_temps(found.target_id)  # a concurrent writer of it (a shared reference) killed mid-save
         return found
     images = images_fn() if images_fn is not None else member_images(spec)
     heldout = heldout_images(spec) if images_fn is None else None

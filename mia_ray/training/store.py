@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -24,10 +24,10 @@ import pyarrow.fs as pafs
 from ..config import TargetSpec, jsonable, spec_from_json, spec_json
 from ..models import count_params, load_unet
 from ..results import filesystem
+from ..store_temps import clear_abandoned, owner_tag
 
 log = logging.getLogger("mia_ray")
 META = "target.json"
-STALE_SECONDS = 3600  # a .tmp-<tid>-* folder this old has no live writer (a save takes seconds)
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TargetStore:
         meta = json.dumps({"target_id": tid, "spec": spec_json(spec), "stats": jsonable(stats)}, indent=1)
         if self.local:
             os.makedirs(self.base, exist_ok=True)
-            tmp = os.path.join(self.base, f".tmp-{tid}-{uuid.uuid4().hex}")
+            tmp = os.path.join(self.base, f".tmp-{tid}-{uuid.uuid4().hex}-{owner_tag()}")
             unet.save_pretrained(os.path.join(tmp, "model"), safe_serialization=True)
             with open(os.path.join(tmp, META), "w") as f:
                 f.write(meta)
@@ -84,7 +84,7 @@ class TargetStore:
                 os.rename(tmp, final)
             except OSError:  # another worker stored the same target first: keep theirs
                 shutil.rmtree(tmp, ignore_errors=True)
-            self._clear_stale_temps(tid)
+            self.clear_stale_temps(tid)
             return
         with tempfile.TemporaryDirectory() as tmp:
             unet.save_pretrained(os.path.join(tmp, "model"), safe_serialization=True)
@@ -93,19 +93,13 @@ class TargetStore:
         with self.fs.open_output_stream(f"{self._dir(tid)}/{META}") as f:
             f.write(meta.encode())
 
-    def _clear_stale_temps(self, tid: str) -> None:
-        """Remove ``.tmp-<tid>-*`` folders older than STALE_SECONDS: writers of ``tid`` killed before their rename
-        (a kill -9 of a whole sweep mid-write left one, config.json without weights, through every rerun). A live
-        writer's folder exists for the seconds a save takes, so an hour-old one has no writer, even when
-        concurrent sweeps share the store."""
-        prefix, now = f".tmp-{tid}-", time.time()
-        for entry in os.listdir(self.base):
-            path = os.path.join(self.base, entry)
-            try:
-                if entry.startswith(prefix) and now - os.path.getmtime(path) > STALE_SECONDS:
-                    shutil.rmtree(path, ignore_errors=True)
-            except FileNotFoundError:
-                pass
+    def clear_stale_temps(self, tid: str) -> None:
+        """Remove the ``.tmp-<tid>-*`` folders of writers of ``tid`` killed before their rename (a kill -9 of a
+        whole sweep mid-write left one, config.json without weights, through every rerun): at once when the
+        writer's process is gone from this host, else once older than STALE_SECONDS (``mia_ray.store_temps``:
+        concurrent sweeps share the store, a live writer's folder is seconds old)."""
+        if self.local:
+            clear_abandoned(self.base, re.compile(rf"\.tmp-{re.escape(tid)}-.+"))
 
     def _download(self, tid: str) -> str:
         local = os.path.join(self.cache, tid)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -41,6 +42,7 @@ from ..config import DataConfig
 from ..errors import ConfigError
 from ..registry import Registry
 from ..results import filesystem
+from ..store_temps import clear_abandoned, owner_tag
 
 FORMAT = "mia_ray.features/1"
 WEIGHTS, META = "model.safetensors", "meta.json"
@@ -192,6 +194,8 @@ def get_or_train_features(store: str, data: DataConfig, cfg: FeatureConfig = Fea
     key = feature_key(data, n, cfg)
     fs, base = filesystem(store)
     where = f"{base}/features/{key}"
+    if isinstance(fs, pafs.LocalFileSystem):  # a writer of this net killed before its rename (also when another
+        clear_abandoned(f"{base}/features", re.compile(rf"\.tmp-{key}-.+"))  # writer stored it first)
     if fs.get_file_info(f"{where}/{META}").type != pafs.FileType.File:
         _objective(cfg, data.source in LABELS)  # bad config: fail before reading the pool
         ids = np.sort(np.random.default_rng(cfg.seed).permutation(n)[: cfg.max_images])
@@ -225,7 +229,7 @@ def _put(fs, base: str, key: str, net: nn.Module, head: nn.Module, meta: dict) -
     final = f"{base}/features/{key}"
     if isinstance(fs, pafs.LocalFileSystem):
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = f"{os.path.dirname(final)}/.tmp-{key}-{uuid.uuid4().hex}"
+        tmp = f"{os.path.dirname(final)}/.tmp-{key}-{uuid.uuid4().hex}-{owner_tag()}"
         os.makedirs(tmp)
         for name, blob in ((WEIGHTS, weights), (META, text)):
             with open(os.path.join(tmp, name), "wb") as f:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow.fs as pafs
 
 from ..config import TargetSpec, UtilityConfig
 from ..results import filesystem, write_bytes_atomic
+from ..store_temps import clear_abandoned, owner_tag
 
 FORMAT = "mia_ray.utility/1"
 SAMPLE_SEED = 0  # the DDIM initial noise of every target (same for all: a paired comparison)
@@ -37,6 +39,16 @@ def _paths(store: str, target_id: str, key: str) -> tuple[pafs.FileSystem, str, 
     fs, base = filesystem(store)
     stem = f"{base}/utility/{target_id}-{key}"
     return fs, f"{stem}.json", f"{stem}.png"
+
+
+def _clear_temps(store: str, target_id: str, key: str) -> None:
+    """Remove the record's temporaries (``.<target>-<key>.{json,png}.<hex>[-<writer>].tmp``) left by a writer
+    killed before its rename (``mia_ray.store_temps``: at once when that process is gone, else once stale)."""
+    fs, meta_path, _ = _paths(store, target_id, key)
+    if isinstance(fs, pafs.LocalFileSystem):
+        stem = os.path.basename(meta_path)[: -len(".json")]
+        own = re.compile(rf"\.{re.escape(stem)}\.(json|png)\.[0-9a-f]{{32}}(-p\d+@.+)?\.tmp")
+        clear_abandoned(os.path.dirname(meta_path), own)
 
 
 def heldout_of(spec: TargetSpec, cfg: UtilityConfig, heldout_from: int) -> tuple[np.ndarray, object]:
@@ -97,6 +109,7 @@ def get_or_measure(store: str, target, cfg: UtilityConfig, heldout_from: int, de
     held, source = heldout_of(target.spec, cfg, heldout_from)
     net = get_or_train_features(store, target.spec.data)
     key = utility_key(target.target_id, cfg, held, net.meta["key"])
+    _clear_temps(store, target.target_id, key)
     found = _read(store, target.target_id, key)
     if found is not None:
         return found
@@ -112,8 +125,9 @@ def get_or_measure(store: str, target, cfg: UtilityConfig, heldout_from: int, de
     record = {**out, "features": f"{net.meta['objective']}/{net.meta['key']}", "key": key, "format": FORMAT,
               "target_id": target.target_id}
     fs, meta_path, png_path = _paths(store, target.target_id, key)
-    write_bytes_atomic(fs, png_path, png)
-    write_bytes_atomic(fs, meta_path, json.dumps(record, indent=1, sort_keys=True).encode())  # last: marks completeness
+    write_bytes_atomic(fs, png_path, png, owner_tag())
+    write_bytes_atomic(fs, meta_path, json.dumps(record, indent=1, sort_keys=True).encode(),
+                       owner_tag())  # last: marks completeness
     return {**record, "grid_png": png}
 
 
