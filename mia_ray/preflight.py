@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 
 from .data import SOURCES
@@ -268,6 +270,41 @@ def check_local_gpus(r, count: int | None = None) -> None:
                 f"torch sees on this machine); allowed: at most {count} (or null: 1 when there is a GPU, else 0), "
                 "or --address of a cluster with GPU nodes"
             )
+
+
+# host:port or ray://host:port (a bracketed IPv6 host too): what ray.init takes besides "auto" and "local"
+ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/:@]+):(\d+)")
+
+
+def check_address(address: str, label: str | None = None) -> tuple[str, int] | None:
+    """The form of a Ray address (``--address``, else ``RAY_ADDRESS``), checked without contacting anything (also
+    at --dry-run): ``auto``, ``local``, ``host:port`` of a Ray head or ``ray://host:port`` (Ray Client). Returns
+    (host, port) for the two forms with a port. ray.init raised "Invalid address format" (a traceback) for
+    ``nonsense`` once the data had been read, a dry run never looked, ``http://`` (the dashboard's) was a multi-line
+    ValueError, a port past 65535 an OverflowError, and ``ray://head`` without a port dialled port 443. ``label``
+    starts the error (default ``--address ADDRESS (or RAY_ADDRESS)``)."""
+    if address in ("auto", "local"):
+        return None
+    m = ADDRESS.fullmatch(address)
+    scheme = address.split("://", 1)[0] if "://" in address else None
+    if scheme not in (None, "ray") and re.fullmatch(r"[A-Za-z_]\w*", scheme) and scheme not in ("http", "https"):
+        if importlib.util.find_spec(scheme) is not None:  # ray.init's client of a module: <module>://...
+            return None
+    port = int(m.group(2)) if m else 0
+    if m and 1 <= port <= 65535:
+        return m.group(1).strip("[]"), port
+    if scheme in ("http", "https"):
+        hint = (" (that is the dashboard's HTTP address; Ray wants the head's GCS port, 6379 by default, or "
+                "ray://host:10001)")
+    elif m:
+        hint = f" (port {port} is outside 1..65535)"
+    else:
+        hint = " (ray:// needs the Ray Client port, 10001 by default)" if scheme == "ray" else ""
+    label = label or f"--address {address} (or RAY_ADDRESS)"
+    raise ConfigError(
+        f"{label}: not a Ray address{hint}; allowed: host:port of a Ray head (e.g. 10.0.0.5:6379), ray://host:port "
+        "(Ray Client), auto (a cluster started on this machine) or local"
+    )
 
 
 def _source(cluster: ClusterView) -> str:
