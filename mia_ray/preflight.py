@@ -28,12 +28,6 @@ def check_data(cfg) -> None:
             hint = " (prepare the images as described in README 'Data', then set data.path=...)"
         msg = str(e) if str(e).startswith("data.") else f"data.path: {e}"  # "x.npy: dtype int64 ..." named no key
         raise DataError(f"{msg}{hint}") from None
-    if cfg.model.pretrained and not given_membership(cfg):  # allowed (e.g. a null check), but easy to misread
-        logging.getLogger("mia_ray").warning(
-            "model.pretrained with a split drawn from %s: its 'members' are the seed's draw, not what the model was "
-            "trained on, so the attacks measure leakage only if it was trained on exactly those images; to audit "
-            "it on its real training set give data.members and data.nonmembers (README: Audit a given model)",
-            source.where())
     if not given_membership(cfg):  # given members: the pool is the user's two sets, nothing to carve from it
         from .sweep_config import check_pool  # issue 13: canaries and utility held-out images fit the pool
 
@@ -43,6 +37,13 @@ def check_data(cfg) -> None:
         check_canary_budgets(cfg, len(source))
     check_reference_pool(cfg, None if given_membership(cfg) else len(source))
     check_inputs(cfg, source)
+    if cfg.model.pretrained and not given_membership(cfg):  # allowed (e.g. a null check), but easy to misread;
+        # warned once every check has passed: before a refusal it made the one-line error two lines
+        logging.getLogger("mia_ray").warning(
+            "model.pretrained with a split drawn from %s: its 'members' are the seed's draw, not what the model was "
+            "trained on, so the attacks measure leakage only if it was trained on exactly those images; to audit "
+            "it on its real training set give data.members and data.nonmembers (README: Audit a given model)",
+            source.where())
 
 
 def check_canary_budgets(cfg, pool_size: int) -> None:

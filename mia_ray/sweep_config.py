@@ -42,7 +42,9 @@ __all__ = [
 def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, str]:
     """The validated sweep config and its resolved YAML text."""
     if not os.path.isfile(path):
-        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        what = ("is a folder, not a file" if os.path.isdir(path)
+                else "is a symlink to nothing (broken, or a loop)" if os.path.islink(path)
+                else "is not a regular file" if os.path.exists(path) else "does not exist")  # /dev/null "did not exist"
         raise ConfigError(f"sweep file {path!r} {what}; pass a YAML file such as sweeps/quickstart.yaml")
     cfg, merged = _merge(path, overrides)
     import_plugins(cfg.plugins)
@@ -80,8 +82,15 @@ def _merge(path: str, overrides: list[str] | None):
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         raise ConfigError(f"{path}: key {key!r}: {_omegaconf_message(e)}") from None
+    except UnicodeDecodeError as e:  # Latin-1 text: the codec's message said nothing of what is allowed
+        raise ConfigError(f"{path}: cannot read the sweep: byte {e.object[e.start]:#04x} at position {e.start} is not "
+                          "UTF-8; allowed: a UTF-8 (or ASCII) YAML file") from None
     except Exception as e:  # YAML syntax and the like: yaml's first line ("while constructing a mapping") named
         # neither the key nor the line ("found duplicate key train ... line 8"): all of it, on one line
+        found = re.match(r"Invalid loaded object type: (\w+)", str(e))
+        if found:  # a file holding one number or string: "cannot read the sweep: Invalid loaded object type: int"
+            raise ConfigError(f"{path} holds a single {found.group(1)} value; allowed: a mapping of keys (name:, "
+                              "data:, families:, ...)") from None
         raise ConfigError(f"{path}: cannot read the sweep: {' '.join(str(e).split())[:300]}") from None
     for o, single in zip(overrides, singles, strict=True):  # one at a time: a wrong type names its override
         try:
@@ -141,12 +150,52 @@ def _check_part(c, where: str) -> None:
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
-    """The first line of omegaconf's message; for an unknown key without a close match, the keys allowed there."""
+    """The first line of omegaconf's message; for an unknown key without a close match, the keys allowed there; for a
+    value of the wrong type, the type allowed ("Cannot convert 'ListConfig' to string" said nothing of a string)."""
     msg = str(e).splitlines()[0]
     known = getattr(e, "object_type", None)
     if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
         msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
+    elif "allowed" not in msg and "not in '" not in msg:
+        allowed = _allowed_type(getattr(e, "full_key", None) or "")
+        if allowed:
+            msg += f"; allowed: {allowed}"
     return msg
+
+
+_TYPE_WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+               bool: ("true or false", "booleans")}
+
+
+def _allowed_type(full_key: str) -> str | None:
+    """What the key ``full_key`` (``train.steps``, ``seeds[0]``) of SweepConfig takes, in words; None when unknown."""
+    cls, kind, item = SweepConfig, None, False
+    for part in full_key.split("."):
+        m = re.fullmatch(r"(\w+)((?:\[\d+\])*)", part)
+        if not m or not is_dataclass(cls):
+            return None
+        kind = typing.get_type_hints(cls).get(m.group(1))
+        if kind is None:
+            return None
+        item = bool(m.group(2))
+        cls = kind
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    optional = len(args) < len(typing.get_args(kind))
+    if optional and len(args) == 1:
+        kind = args[0]
+    if typing.get_origin(kind) is list:
+        words = _TYPE_WORDS.get(typing.get_args(kind)[0])
+        text = words and f"a list of {words[1]}"
+    elif is_dataclass(kind):
+        text = f"a mapping of its keys ({', '.join(f.name for f in fields(kind))})"
+    elif kind is dict or typing.get_origin(kind) is dict:
+        text = "a mapping"
+    else:
+        words = _TYPE_WORDS.get(kind)
+        text = words and words[0]
+    if not text:
+        return None
+    return text if item or not optional else f"{text}, or null"
 
 
 def _override_of(overrides: list[str], key: str) -> str | None:
@@ -294,7 +343,8 @@ def _resolved_yaml(merged) -> str:
 
 def import_plugins(modules: list[str], key: str = "plugins") -> None:
     """Import each plugin module; a name that is not a module path ('' raised ValueError, '.x' TypeError), a
-    missing module or one with a syntax error is one line naming it."""
+    missing module, one with a syntax error, one whose import raises (a RuntimeError, a name registered twice: a
+    traceback) or exits is one line naming it."""
     for m in modules:
         try:
             if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", str(m)):
@@ -303,6 +353,10 @@ def import_plugins(modules: list[str], key: str = "plugins") -> None:
         except (ImportError, SyntaxError) as e:
             reason = " ".join(f"{type(e).__name__ if isinstance(e, SyntaxError) else ''} {e}".split())
             raise ConfigError(f"{key}: cannot import {m!r} ({reason}); allowed: importable module names") from None
+        except (Exception, SystemExit) as e:  # the plugin's own code failed while it was imported
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            raise ConfigError(f"{key}: importing {m!r} raised {reason}; allowed: modules that import cleanly (fix "
+                              "the plugin, or leave it out)") from None
 
 
 def _absolute_paths(cfg: SweepConfig) -> None:

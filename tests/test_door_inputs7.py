@@ -144,3 +144,78 @@ def test_an_override_may_refer_to_another_key(tmp_path):
     override checked alone; now checked on the merged sweep, where ``output`` exists."""
     cfg, _ = load(tmp_path, ["output=" + str(tmp_path / "o"), "store=${output}/st", "seeds=${train_sizes}"])
     assert cfg.store == str(tmp_path / "o" / "st") and cfg.seeds == cfg.train_sizes == [64]
+
+
+def test_an_override_of_the_wrong_type_says_what_the_key_takes(tmp_path):
+    """omegaconf's "Cannot convert 'ListConfig' to string" or "Incompatible value 'None'" said nothing allowed."""
+    for override, allowed in (("name=[a]", "a string"), ("train.steps=", "an integer"), ("train.lr=fast", "a number"),
+                              ("resources.num_cpus=x", "an integer, or null"), ("store=[1]", "a string, or null"),
+                              ("seeds=[a]", "a list of integers"), ("data=null", "a mapping of its keys (source, ")):
+        with pytest.raises(ConfigError) as e:
+            load(tmp_path, [override])
+        assert str(e.value).startswith(f"override {override!r}: ") and f"; allowed: {allowed}" in str(e.value)
+    with pytest.raises(ConfigError, match=r"s\.yaml: key 'eval_size': Value .* could not be converted to Integer; "
+                                          r"allowed: an integer$"):
+        load(tmp_path, eval_size={"a": 1})
+
+
+# --- the hunt: sweep files, plugins, a checkpoint refused after a warning ----------------------------------------
+
+
+def test_sweep_files_that_are_no_yaml_mapping_are_one_line(tmp_path):
+    from mia_ray import sweep_config
+
+    scalar, latin1 = tmp_path / "scalar.yaml", tmp_path / "latin1.yaml"
+    scalar.write_text("5\n")
+    latin1.write_bytes(b"name: caf\xe9\n")
+    (tmp_path / "loop1.yaml").symlink_to(tmp_path / "loop2.yaml")
+    (tmp_path / "loop2.yaml").symlink_to(tmp_path / "loop1.yaml")
+    for path, line in (
+        (scalar, r"scalar\.yaml holds a single int value; allowed: a mapping of keys \(name:, data:, families:"),
+        (latin1, r"latin1\.yaml: cannot read the sweep: byte 0xe9 at position 9 is not UTF-8; allowed: a UTF-8"),
+        (tmp_path / "loop1.yaml", r"loop1\.yaml' is a symlink to nothing \(broken, or a loop\); pass a YAML file"),
+        ("/dev/null", r"^sweep file '/dev/null' is not a regular file; pass a YAML file"),  # said "does not exist"
+    ):
+        with pytest.raises(ConfigError, match=line) as e:
+            sweep_config.load(str(path))
+        assert "\n" not in str(e.value)
+
+
+PLUGINS = {
+    "door7_boom": ('raise RuntimeError("boom at import")', "RuntimeError: boom at import"),
+    "door7_exit": ("import sys\nsys.exit(3)", "SystemExit: 3"),
+    "door7_twice": ('from mia_ray.attacks import ATTACKS\n\n@ATTACKS.register("loss")\nclass Again:\n    pass\n',
+                    "ValueError: attack 'loss' is already registered"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(PLUGINS))
+def test_a_plugin_whose_import_fails_is_one_line(tmp_path, monkeypatch, capfd, module):
+    """A traceback (exit 1) for any failure but ImportError / SyntaxError; sys.exit in the plugin ended the sweep
+    with its status and no word."""
+    code, reason = PLUGINS[module]
+    (tmp_path / f"{module}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"^plugins: importing '{module}' raised {reason}; allowed: modules that "
+                                          r"import cleanly \(fix the plugin, or leave it out\)$"):
+        load(tmp_path, [f"plugins=[{module}]"])
+    sys.modules.pop(module, None)
+    capfd.readouterr()
+    assert main(["--list", "--plugins", module]) == 2
+    assert _one_error_line(capfd).startswith(f"error: --plugins: importing '{module}' raised {reason}")
+    sys.modules.pop(module, None)
+
+
+def test_a_refused_checkpoint_is_the_only_line(tmp_path):
+    """The "model.pretrained with a split drawn from digits" warning came first: two lines for one refusal (a
+    subprocess: the warning goes to the real stderr through logging, which pytest captures otherwise)."""
+    import subprocess
+
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), output=str(tmp_path / "out"))
+    root = os.path.join(os.path.dirname(__file__), "..")
+    run = subprocess.run([sys.executable, "-m", "mia_ray.sweep", path, "--dry-run",
+                          f"model.pretrained={tmp_path / 'nope'}"], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": os.path.abspath(root)}, timeout=300)
+    assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.startswith(f"error: model.pretrained: {tmp_path / 'nope'} does not exist; allowed: a diffusers")
+    assert not (tmp_path / "out").exists()
