@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
@@ -16,8 +17,38 @@ from .errors import ConfigError, DataError
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "beegfs", "gpfs", "ceph", "glusterfs", "efs", "9p")
 
 
+@contextlib.contextmanager
+def warnings_after_checks(logger: str = "mia_ray"):
+    """Hold the warnings ``logger`` emits inside the block; print them (each distinct one once) only when the block
+    passes. A refusal is then the one line it should be: given sets with in-set copies printed four warning lines
+    (two per set, the same lines twice for one file) before the error that refused them."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    log = logging.getLogger(logger)
+    log.addFilter(hold)
+    try:
+        yield
+    finally:
+        log.removeFilter(hold)
+    seen = set()
+    for record in held:  # reached only when the block raised nothing
+        if record.getMessage() not in seen:
+            seen.add(record.getMessage())
+            log.handle(record)
+
+
 def check_data(cfg) -> None:
-    """The data source opens and its pool holds the largest training set plus the non-members."""
+    """The data source opens and its pool holds the largest training set plus the non-members (warnings of the
+    door printed only once every check has passed: :func:`warnings_after_checks`)."""
+    with warnings_after_checks():
+        _check_data(cfg)
+
+
+def _check_data(cfg) -> None:
     from .door import check_inputs, given_membership, open_pool  # issue 14: pool content + model.pretrained
 
     try:
@@ -37,8 +68,7 @@ def check_data(cfg) -> None:
         check_canary_budgets(cfg, len(source))
     check_reference_pool(cfg, None if given_membership(cfg) else len(source))
     check_inputs(cfg, source)
-    if cfg.model.pretrained and not given_membership(cfg):  # allowed (e.g. a null check), but easy to misread;
-        # warned once every check has passed: before a refusal it made the one-line error two lines
+    if cfg.model.pretrained and not given_membership(cfg):  # allowed (e.g. a null check), but easy to misread
         logging.getLogger("mia_ray").warning(
             "model.pretrained with a split drawn from %s: its 'members' are the seed's draw, not what the model was "
             "trained on, so the attacks measure leakage only if it was trained on exactly those images; to audit "

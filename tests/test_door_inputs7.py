@@ -219,3 +219,32 @@ def test_a_refused_checkpoint_is_the_only_line(tmp_path):
     assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, run.stderr
     assert run.stderr.startswith(f"error: model.pretrained: {tmp_path / 'nope'} does not exist; allowed: a diffusers")
     assert not (tmp_path / "out").exists()
+
+
+def test_warnings_of_the_door_are_held_back_when_it_refuses(tmp_path, monkeypatch, caplog):
+    """Given sets whose images repeat within a set (a warning each) and that share an image (a refusal): four warning
+    lines came before the one-line error. Held now, and printed (once each) when every check passes."""
+    import numpy as np
+    from test_door import save_unet, sweep
+
+    from mia_ray import sweep_config
+    from mia_ray.errors import DataError
+    from mia_ray.preflight import check_data
+
+    monkeypatch.setenv("MIA_RAY_CACHE", str(tmp_path / "cache"))
+    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    images[1] = images[0]  # a copy within each set: warned about, not refused
+    np.savez(tmp_path / "sets.npz", a=images, b=255 - images)
+    given = {"source": "npz", "members": str(tmp_path / "sets.npz"), "nonmembers": str(tmp_path / "sets.npz")}
+    unet = str(save_unet(tmp_path / "ckpt"))
+    cfg, _ = sweep_config.load(str(sweep(tmp_path, {**given, "members_key": "a", "nonmembers_key": "a"},
+                                         model={"pretrained": unet})))
+    with caplog.at_level("WARNING", logger="mia_ray"), pytest.raises(DataError, match=r"^data\.nonmembers: image 0 "):
+        check_data(cfg)
+    assert not caplog.records
+    cfg, _ = sweep_config.load(str(sweep(tmp_path, {**given, "members_key": "a", "nonmembers_key": "b"},
+                                         model={"pretrained": unet})))
+    with caplog.at_level("WARNING", logger="mia_ray"):
+        check_data(cfg)  # passes: each set's copy warned about, once per set
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"{tmp_path / 'sets.npz'} array 'a'",
+                                                                      f"{tmp_path / 'sets.npz'} array 'b'"]
