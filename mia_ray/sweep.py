@@ -248,7 +248,7 @@ def _run(args) -> int:
         check_writable,
         node_types_from_setting,
     )
-    from .resume import check_resumable
+    from .resume import check_readable, check_resumable
 
     if args.output == "":  # was dropped: the results went to the YAML's output
         raise ConfigError("--output ''; allowed: a folder path or a URI such as s3://bucket/prefix")
@@ -288,6 +288,7 @@ def _run(args) -> int:
     check_data(cfg)
     root = sweep_config.results_root(cfg)
     check_resumable(root, trials)
+    check_readable(root)
     errors = _run_on_ray(cfg, yaml_text, trials, root, address, args.verbose)
     _print_results(root, trials, report=not args.no_report)
     return _exit_status(root, trials, errors)

@@ -248,3 +248,27 @@ def test_warnings_of_the_door_are_held_back_when_it_refuses(tmp_path, monkeypatc
         check_data(cfg)  # passes: each set's copy warned about, once per set
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"{tmp_path / 'sets.npz'} array 'a'",
                                                                       f"{tmp_path / 'sets.npz'} array 'b'"]
+
+
+def test_an_unreadable_parquet_file_in_the_results_folder_is_refused_before_ray(tmp_path, capfd):
+    """A truncated or foreign metrics/x.parquet passed the door: the sweep trained and scored, its summary then
+    failed on the file ("cannot read Parquet"), and the exit status was 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mia_ray.resume import check_readable
+
+    out = tmp_path / "out"
+    (out / "t" / "metrics").mkdir(parents=True)
+    (out / "t" / "targets").mkdir()
+    pq.write_table(pa.table({"a": [1]}), out / "t" / "targets" / "fine.parquet")
+    (out / "t" / "metrics" / ".x.parquet.tmp").write_text("a temp file of a write cut short: not read")
+    check_readable(str(out / "t"))
+    (out / "t" / "metrics" / "x.parquet").write_text("garbage")
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"), output=str(out))
+    capfd.readouterr()
+    assert main([path]) == 2
+    assert _one_error_line(capfd).startswith(f"error: output: {out / 't' / 'metrics' / 'x.parquet'} is not a "
+                                             "readable Parquet file (")
+    assert _no_ray() and sorted(p.name for p in (out / "t").iterdir()) == ["metrics", "targets"]
+    assert not (tmp_path / "store").exists()
