@@ -253,8 +253,14 @@ def _run(args) -> int:
     if args.output == "":  # was dropped: the results went to the YAML's output
         raise ConfigError("--output ''; allowed: a folder path or a URI such as s3://bucket/prefix")
     # a path, quoted: bare, YAML read --output null / '~' as null and 'a: b' as a mapping (JSON strings are YAML)
-    overrides = list(args.overrides) + ([f"output={json.dumps(args.output)}"] if args.output is not None else [])
-    cfg, yaml_text = sweep_config.load(args.sweep, overrides)
+    output = [f"output={json.dumps(args.output)}"] if args.output is not None else []
+    try:
+        cfg, yaml_text = sweep_config.load(args.sweep, list(args.overrides) + output)
+    except ConfigError as e:  # the override made of --output: named as the flag the user gave
+        blamed = f"override {output[0]!r}: " if output else None
+        if blamed and str(e).startswith(blamed):
+            raise ConfigError(f"--output {args.output}: {str(e)[len(blamed):]}") from None
+        raise
     node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)
     print(plan_text(cfg, trials), flush=True)

@@ -18,7 +18,7 @@ import typing
 from dataclasses import fields, is_dataclass
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from .attacks import ATTACKS
 from .config import AttackSpec, AuditConfig, CanarySpec, DataConfig, SweepConfig, TargetSpec, Trial
@@ -156,7 +156,7 @@ def _omegaconf_message(e: OmegaConfBaseException) -> str:
     known = getattr(e, "object_type", None)
     if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
         msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
-    elif "allowed" not in msg and "not in '" not in msg:
+    elif isinstance(e, ValidationError) and "allowed" not in msg:  # not an unresolved ${...}: nothing to type
         allowed = _allowed_type(getattr(e, "full_key", None) or "")
         if allowed:
             msg += f"; allowed: {allowed}"

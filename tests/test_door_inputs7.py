@@ -272,3 +272,17 @@ def test_an_unreadable_parquet_file_in_the_results_folder_is_refused_before_ray(
                                              "readable Parquet file (")
     assert _no_ray() and sorted(p.name for p in (out / "t").iterdir()) == ["metrics", "targets"]
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("output, rest", [
+    # named "override 'output=\"${nope}\"'": an override the user never wrote (the sweep makes one of --output)
+    ("${nope}", "Interpolation key 'nope' not found"),
+    ("a: b/${oc.env:DOOR7_UNSET_VARIABLE}", "KeyError raised while resolving interpolation"),
+])
+def test_an_output_flag_error_names_the_flag(tmp_path, capfd, monkeypatch, output, rest):
+    monkeypatch.delenv("DOOR7_UNSET_VARIABLE", raising=False)
+    path = sweep_files.write_sweep(tmp_path / "s.yaml", str(tmp_path / "store"))
+    capfd.readouterr()
+    assert main([path, "--dry-run", "--output", output]) == 2
+    line = _one_error_line(capfd)
+    assert line.startswith(f"error: --output {output}: {rest}") and "allowed: a string" not in line, line
