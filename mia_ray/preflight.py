@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 
 from .data import SOURCES
@@ -14,8 +17,38 @@ from .errors import ConfigError, DataError
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "beegfs", "gpfs", "ceph", "glusterfs", "efs", "9p")
 
 
+@contextlib.contextmanager
+def warnings_after_checks(logger: str = "mia_ray"):
+    """Hold the warnings ``logger`` emits inside the block; print them (each distinct one once) only when the block
+    passes. A refusal is then the one line it should be: given sets with in-set copies printed four warning lines
+    (two per set, the same lines twice for one file) before the error that refused them."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    log = logging.getLogger(logger)
+    log.addFilter(hold)
+    try:
+        yield
+    finally:
+        log.removeFilter(hold)
+    seen = set()
+    for record in held:  # reached only when the block raised nothing
+        if record.getMessage() not in seen:
+            seen.add(record.getMessage())
+            log.handle(record)
+
+
 def check_data(cfg) -> None:
-    """The data source opens and its pool holds the largest training set plus the non-members."""
+    """The data source opens and its pool holds the largest training set plus the non-members (warnings of the
+    door printed only once every check has passed: :func:`warnings_after_checks`)."""
+    with warnings_after_checks():
+        _check_data(cfg)
+
+
+def _check_data(cfg) -> None:
     from .door import check_inputs, given_membership, open_pool  # issue 14: pool content + model.pretrained
 
     try:
@@ -26,12 +59,6 @@ def check_data(cfg) -> None:
             hint = " (prepare the images as described in README 'Data', then set data.path=...)"
         msg = str(e) if str(e).startswith("data.") else f"data.path: {e}"  # "x.npy: dtype int64 ..." named no key
         raise DataError(f"{msg}{hint}") from None
-    if cfg.model.pretrained and not given_membership(cfg):  # allowed (e.g. a null check), but easy to misread
-        logging.getLogger("mia_ray").warning(
-            "model.pretrained with a split drawn from %s: its 'members' are the seed's draw, not what the model was "
-            "trained on, so the attacks measure leakage only if it was trained on exactly those images; to audit "
-            "it on its real training set give data.members and data.nonmembers (README: Audit a given model)",
-            source.where())
     if not given_membership(cfg):  # given members: the pool is the user's two sets, nothing to carve from it
         from .sweep_config import check_pool  # issue 13: canaries and utility held-out images fit the pool
 
@@ -41,6 +68,12 @@ def check_data(cfg) -> None:
         check_canary_budgets(cfg, len(source))
     check_reference_pool(cfg, None if given_membership(cfg) else len(source))
     check_inputs(cfg, source)
+    if cfg.model.pretrained and not given_membership(cfg):  # allowed (e.g. a null check), but easy to misread
+        logging.getLogger("mia_ray").warning(
+            "model.pretrained with a split drawn from %s: its 'members' are the seed's draw, not what the model was "
+            "trained on, so the attacks measure leakage only if it was trained on exactly those images; to audit "
+            "it on its real training set give data.members and data.nonmembers (README: Audit a given model)",
+            source.where())
 
 
 def check_canary_budgets(cfg, pool_size: int) -> None:
@@ -268,6 +301,41 @@ def check_local_gpus(r, count: int | None = None) -> None:
                 f"torch sees on this machine); allowed: at most {count} (or null: 1 when there is a GPU, else 0), "
                 "or --address of a cluster with GPU nodes"
             )
+
+
+# host:port or ray://host:port (a bracketed IPv6 host too): what ray.init takes besides "auto" and "local"
+ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/:@]+):(\d+)")
+
+
+def check_address(address: str, label: str | None = None) -> tuple[str, int] | None:
+    """The form of a Ray address (``--address``, else ``RAY_ADDRESS``), checked without contacting anything (also
+    at --dry-run): ``auto``, ``local``, ``host:port`` of a Ray head or ``ray://host:port`` (Ray Client). Returns
+    (host, port) for the two forms with a port. ray.init raised "Invalid address format" (a traceback) for
+    ``nonsense`` once the data had been read, a dry run never looked, ``http://`` (the dashboard's) was a multi-line
+    ValueError, a port past 65535 an OverflowError, and ``ray://head`` without a port dialled port 443. ``label``
+    starts the error (default ``--address ADDRESS (or RAY_ADDRESS)``)."""
+    if address in ("auto", "local"):
+        return None
+    m = ADDRESS.fullmatch(address)
+    scheme = address.split("://", 1)[0] if "://" in address else None
+    if scheme not in (None, "ray") and re.fullmatch(r"[A-Za-z_]\w*", scheme) and scheme not in ("http", "https"):
+        if importlib.util.find_spec(scheme) is not None:  # ray.init's client of a module: <module>://...
+            return None
+    port = int(m.group(2)) if m else 0
+    if m and 1 <= port <= 65535:
+        return m.group(1).strip("[]"), port
+    if scheme in ("http", "https"):
+        hint = (" (that is the dashboard's HTTP address; Ray wants the head's GCS port, 6379 by default, or "
+                "ray://host:10001)")
+    elif m:
+        hint = f" (port {port} is outside 1..65535)"
+    else:
+        hint = " (ray:// needs the Ray Client port, 10001 by default)" if scheme == "ray" else ""
+    label = label or f"--address {address} (or RAY_ADDRESS)"
+    raise ConfigError(
+        f"{label}: not a Ray address{hint}; allowed: host:port of a Ray head (e.g. 10.0.0.5:6379), ray://host:port "
+        "(Ray Client), auto (a cluster started on this machine) or local"
+    )
 
 
 def _source(cluster: ClusterView) -> str:

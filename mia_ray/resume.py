@@ -31,6 +31,33 @@ def expected_samples(trial: Trial) -> dict[str, int]:
     return {a.name: min(trial.eval_size, a.max_samples or trial.eval_size) for a in trial.attacks}
 
 
+def check_readable(root: str) -> None:
+    """Every Parquet file already in a local results folder reads as Parquet (its footer; no rows are read). A
+    truncated or foreign ``metrics/x.parquet`` passed: the sweep trained and scored, then its summary failed on that
+    file ("cannot read Parquet"), and the sweep still exited 0. Remote roots are left to the run (a listing and a
+    read per file)."""
+    from .results import SCHEMAS
+
+    if "://" in root:
+        return
+    for table in SCHEMAS:
+        folder = os.path.join(root, table)
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):  # the files the analysis reads: *.parquet, not .hidden / _temp
+            path = os.path.join(folder, name)
+            if not name.endswith(".parquet") or name.startswith((".", "_")) or not os.path.isfile(path):
+                continue
+            try:
+                pq.read_metadata(path)
+            except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+                raise ConfigError(
+                    f"output: {path} is not a readable Parquet file ({' '.join(str(e).split())[:200]}); allowed: the "
+                    "files a sweep writes there: delete it (the sweep recomputes its trial), or give the sweep a new "
+                    "name or output"
+                ) from None
+
+
 def check_resumable(root: str, trials: list[Trial]) -> None:
     """Refuse (one line) to resume ``root`` when its finished trials hold other (attack, step) rows, or other
     sample counts, than this sweep's attacks make. Nothing finished, or an unreadable metrics file: nothing to

@@ -174,7 +174,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _check_estimate_flags(args) -> None:
     """--price-per-hour only with an estimate, and not negative (it would otherwise start the real sweep);
-    --estimate-from not blank (also the real sweep);
+    --estimate-from not blank (also the real sweep); --address a Ray address (also at --dry-run: contacts nothing);
     --estimate / --estimate-from not with --dry-run (which printed the plan alone, no estimate); --estimate not
     with --address (it times this machine); --plugins only with --list (a run ignored it)."""
     if args.list:  # --list printed the registries and exited 0: an estimate, a dry run or an output asked beside
@@ -204,6 +204,13 @@ def _check_estimate_flags(args) -> None:
         raise ConfigError(f"--estimate with --address {args.address}: --estimate times this machine's device, not "
                           "the cluster's; allowed: --estimate alone on a machine like the cluster's nodes, or "
                           "--estimate-from the JSON benchmarks/gpu_check.py writes on one")
+    if args.address is not None:  # checked here, without contacting it: a dry run never looked at it
+        from .preflight import check_address
+
+        if not args.address.strip():  # '' is falsy: the sweep started a local Ray instead
+            raise ConfigError(f"--address {args.address!r}; allowed: host:port of a Ray head (e.g. 10.0.0.5:6379), "
+                              "ray://host:port (Ray Client), auto or local; leave it out for a local Ray")
+        check_address(args.address, f"--address {args.address}")
     if args.price_per_hour is None:
         return
     if not (args.estimate or args.estimate_from):
@@ -233,6 +240,7 @@ def _run(args) -> int:
     from . import sweep_config
     from .data import SOURCES
     from .preflight import (
+        check_address,
         check_data,
         check_local_cpus,
         check_local_gpus,
@@ -240,13 +248,19 @@ def _run(args) -> int:
         check_writable,
         node_types_from_setting,
     )
-    from .resume import check_resumable
+    from .resume import check_readable, check_resumable
 
     if args.output == "":  # was dropped: the results went to the YAML's output
         raise ConfigError("--output ''; allowed: a folder path or a URI such as s3://bucket/prefix")
     # a path, quoted: bare, YAML read --output null / '~' as null and 'a: b' as a mapping (JSON strings are YAML)
-    overrides = list(args.overrides) + ([f"output={json.dumps(args.output)}"] if args.output is not None else [])
-    cfg, yaml_text = sweep_config.load(args.sweep, overrides)
+    output = [f"output={json.dumps(args.output)}"] if args.output is not None else []
+    try:
+        cfg, yaml_text = sweep_config.load(args.sweep, list(args.overrides) + output)
+    except ConfigError as e:  # the override made of --output: named as the flag the user gave
+        blamed = f"override {output[0]!r}: " if output else None
+        if blamed and str(e).startswith(blamed):
+            raise ConfigError(f"--output {args.output}: {str(e)[len(blamed):]}") from None
+        raise
     node_types_from_setting(cfg.resources.node_types or {})  # a bad resources.node_types is refused before Ray
     trials = sweep_config.expand(cfg)
     print(plan_text(cfg, trials), flush=True)
@@ -270,6 +284,8 @@ def _run(args) -> int:
         print(bill_text(billed))
         return 0
     address = args.address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS="" is no address
+    if address and not args.address:  # refused by ray_session too, but only after the data had been read
+        check_address(address, f"RAY_ADDRESS={address!r} (the sweep's Ray address when --address is not given)")
     ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)
     if address is None and not (ray and ray.is_initialized()):  # may be larger than this machine
         check_local_cpus(cfg.resources)
@@ -278,6 +294,7 @@ def _run(args) -> int:
     check_data(cfg)
     root = sweep_config.results_root(cfg)
     check_resumable(root, trials)
+    check_readable(root)
     errors = _run_on_ray(cfg, yaml_text, trials, root, address, args.verbose)
     _print_results(root, trials, report=not args.no_report)
     return _exit_status(root, trials, errors)

@@ -18,10 +18,10 @@ import typing
 from dataclasses import fields, is_dataclass
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from .attacks import ATTACKS
-from .config import AttackSpec, CanarySpec, DataConfig, SweepConfig, TargetSpec, Trial
+from .config import AttackSpec, AuditConfig, CanarySpec, DataConfig, SweepConfig, TargetSpec, Trial
 from .data import SOURCES
 from .data.base import check_image_shape
 from .errors import ConfigError
@@ -42,7 +42,9 @@ __all__ = [
 def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, str]:
     """The validated sweep config and its resolved YAML text."""
     if not os.path.isfile(path):
-        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        what = ("is a folder, not a file" if os.path.isdir(path)
+                else "is a symlink to nothing (broken, or a loop)" if os.path.islink(path)
+                else "is not a regular file" if os.path.exists(path) else "does not exist")  # /dev/null "did not exist"
         raise ConfigError(f"sweep file {path!r} {what}; pass a YAML file such as sweeps/quickstart.yaml")
     cfg, merged = _merge(path, overrides)
     import_plugins(cfg.plugins)
@@ -53,64 +55,147 @@ def load(path: str, overrides: list[str] | None = None) -> tuple[SweepConfig, st
 
 
 def _merge(path: str, overrides: list[str] | None):
-    """The YAML and the overrides merged onto ``SweepConfig`` (types and unknown keys checked)."""
+    """The YAML and the overrides merged onto ``SweepConfig`` (types and unknown keys checked). A problem of the
+    file names the file; one of an override names that override, always as ``override 'key=value': ...`` (the
+    overrides are checked and merged one at a time, so the one to blame is known, never the sweep file)."""
+    overrides = list(overrides or [])
     try:
         with open(path, encoding="utf-8") as f:
             check_overflowing_numbers(f.read(), f"{path}: ")
-        for o in overrides or []:
+        for o in overrides:
             key, _, value = o.partition("=")
-            check_overflowing_numbers(value, f"override {o!r}: ", key.strip())
+            check_overflowing_numbers(value, f"{_blame(o)}: ", key.strip())
         raw = OmegaConf.load(path)
         if len(raw) == 0:  # an empty file would silently run every default
             raise ConfigError(f"{path} is empty; give at least data: and families: (see sweeps/quickstart.yaml)")
         if not OmegaConf.is_dict(raw):  # a YAML list: omegaconf's own message names no key
             raise ConfigError(f"{path} holds a list; allowed: a mapping of keys (name:, data:, families:, ...)")
-        extra = _parse_overrides(list(overrides or []))
-        for c in (raw, extra):
-            for axis in GRID_AXES:  # a scalar axis is a 1-point grid
-                if axis in c and not OmegaConf.is_list(c[axis]):
-                    c[axis] = [c[axis]]
-                for v in c.get(axis) or []:
-                    if OmegaConf.is_config(v):  # omegaconf merges a mapping into list[int] unchecked
-                        raise ConfigError(f"{path}: {axis} has {OmegaConf.to_container(v)!r}; allowed: a list of "
-                                          "values (or one value)")
-            for key, axis in AXIS_KEYS.items():
-                if OmegaConf.select(c, key, default=None) is not None:
-                    raise ConfigError(f"{path}: key {key!r} is a grid axis; set {axis}: [...] instead")
-        for c, where in ((raw, path + ": "), (extra, "override ")):
-            _check_sections(c, path, None if c is raw else list(overrides or []))
-            check_containers(c, SweepConfig, where)
-            check_booleans(OmegaConf.to_container(c), SweepConfig, "", path + ": ")
+        _check_part(raw, f"{path}: ")
+        singles = _parse_overrides(overrides)
+        for o, single in zip(overrides, singles, strict=True):
+            _check_part(single, f"{_blame(o)}: ")
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw)
         if "attacks" in raw:  # the attacks named replace the default ({loss: {}}): merged, it ran loss too
             merged.attacks = raw.attacks
-        if any(o.split("=", 1)[0].strip() == "attacks" for o in overrides or []):  # attacks={...}: the same
-            merged.attacks = extra.attacks
-        try:
-            merged = OmegaConf.merge(merged, extra)
-        except OmegaConfBaseException as e:  # an unknown key or a wrong type of an override named the sweep file
-            o = _override_of(list(overrides or []), getattr(e, "full_key", None) or "")
-            if o is None:
-                raise
-            raise ConfigError(f"override {o!r}: {_omegaconf_message(e)}") from None
-        return OmegaConf.to_object(merged), merged
     except ConfigError:
         raise
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         raise ConfigError(f"{path}: key {key!r}: {_omegaconf_message(e)}") from None
+    except UnicodeDecodeError as e:  # Latin-1 text: the codec's message said nothing of what is allowed
+        raise ConfigError(f"{path}: cannot read the sweep: byte {e.object[e.start]:#04x} at position {e.start} is not "
+                          "UTF-8; allowed: a UTF-8 (or ASCII) YAML file") from None
     except Exception as e:  # YAML syntax and the like: yaml's first line ("while constructing a mapping") named
         # neither the key nor the line ("found duplicate key train ... line 8"): all of it, on one line
+        found = re.match(r"Invalid loaded object type: (\w+)", str(e))
+        if found:  # a file holding one number or string: "cannot read the sweep: Invalid loaded object type: int"
+            raise ConfigError(f"{path} holds a single {found.group(1)} value; allowed: a mapping of keys (name:, "
+                              "data:, families:, ...)") from None
         raise ConfigError(f"{path}: cannot read the sweep: {' '.join(str(e).split())[:300]}") from None
+    for o, single in zip(overrides, singles, strict=True):  # one at a time: a wrong type names its override
+        try:
+            if o.split("=", 1)[0].strip() == "attacks":  # attacks={...} replaces the attacks, as in the file
+                merged.attacks = single.attacks
+            merged = OmegaConf.merge(merged, single)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{_blame(o)}: {_omegaconf_message(e)}") from None
+    try:
+        return OmegaConf.to_object(merged), merged
+    except OmegaConfBaseException as e:  # an interpolation (${...}) that does not resolve, say
+        key = getattr(e, "full_key", None) or "?"
+        o = _override_of(overrides, key) or _first_unresolvable(raw, singles, overrides)
+        where = f"{path}: key {key!r}" if o is None else _blame(o)
+        raise ConfigError(f"{where}: {_omegaconf_message(e)}") from None
+
+
+def _first_unresolvable(raw, singles: list, overrides: list[str]) -> str | None:
+    """The first override after which the sweep no longer resolves (None: the file alone does not), for an error
+    whose key names no override (``family=${data}`` failed on the section as a whole)."""
+    merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw)
+    for o, single in zip([None, *overrides], [OmegaConf.create(), *singles], strict=True):
+        try:
+            merged = OmegaConf.merge(merged, single)
+            OmegaConf.to_object(merged)
+        except OmegaConfBaseException:
+            return o
+    return None
+
+
+def _blame(override: str) -> str:
+    """How every error of an override starts: ``override 'train.steps=abc'``."""
+    return f"override {override!r}"
+
+
+def _check_part(c, where: str) -> None:
+    """The checks of the sweep file or of one override, before merging: a scalar grid axis is a one-point list
+    (in place); a mapping in a grid axis, a grid-filled key, a section, list or mapping of the wrong kind and a
+    boolean of the wrong kind are refused, each error starting with ``where``."""
+    for axis in GRID_AXES:  # a scalar axis is a 1-point grid
+        if axis not in c or OmegaConf.is_interpolation(c, axis):  # ${...}: checked once merged, resolved
+            continue
+        if not OmegaConf.is_list(c[axis]):
+            c[axis] = [c[axis]]
+        for v in c[axis]:
+            if OmegaConf.is_config(v):  # omegaconf merges a mapping into list[int] unchecked
+                raise ConfigError(f"{where}{axis} has {OmegaConf.to_container(v)!r}; allowed: a list of values "
+                                  "(or one value)")
+    plain = OmegaConf.to_container(c)  # unresolved: an override's ${output} refers to a key of the merged sweep
+    for key, axis in AXIS_KEYS.items():
+        section, name = key.split(".")
+        if isinstance(plain.get(section), dict) and plain[section].get(name) is not None:
+            raise ConfigError(f"{where}key {key!r} is a grid axis; set {axis}: [...] instead")
+    _check_sections(c, where)
+    check_containers(c, SweepConfig, where)
+    check_booleans(plain, SweepConfig, "", where)
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
-    """The first line of omegaconf's message; for an unknown key without a close match, the keys allowed there."""
+    """The first line of omegaconf's message; for an unknown key without a close match, the keys allowed there; for a
+    value of the wrong type, the type allowed ("Cannot convert 'ListConfig' to string" said nothing of a string)."""
     msg = str(e).splitlines()[0]
     known = getattr(e, "object_type", None)
     if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
         msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
+    elif isinstance(e, ValidationError) and "allowed" not in msg:  # not an unresolved ${...}: nothing to type
+        allowed = _allowed_type(getattr(e, "full_key", None) or "")
+        if allowed:
+            msg += f"; allowed: {allowed}"
     return msg
+
+
+_TYPE_WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+               bool: ("true or false", "booleans")}
+
+
+def _allowed_type(full_key: str) -> str | None:
+    """What the key ``full_key`` (``train.steps``, ``seeds[0]``) of SweepConfig takes, in words; None when unknown."""
+    cls, kind, item = SweepConfig, None, False
+    for part in full_key.split("."):
+        m = re.fullmatch(r"(\w+)((?:\[\d+\])*)", part)
+        if not m or not is_dataclass(cls):
+            return None
+        kind = typing.get_type_hints(cls).get(m.group(1))
+        if kind is None:
+            return None
+        item = bool(m.group(2))
+        cls = kind
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    optional = len(args) < len(typing.get_args(kind))
+    if optional and len(args) == 1:
+        kind = args[0]
+    if typing.get_origin(kind) is list:
+        words = _TYPE_WORDS.get(typing.get_args(kind)[0])
+        text = words and f"a list of {words[1]}"
+    elif is_dataclass(kind):
+        text = f"a mapping of its keys ({', '.join(f.name for f in fields(kind))})"
+    elif kind is dict or typing.get_origin(kind) is dict:
+        text = "a mapping"
+    else:
+        words = _TYPE_WORDS.get(kind)
+        text = words and words[0]
+    if not text:
+        return None
+    return text if item or not optional else f"{text}, or null"
 
 
 def _override_of(overrides: list[str], key: str) -> str | None:
@@ -123,32 +208,35 @@ def _override_of(overrides: list[str], key: str) -> str | None:
     return None
 
 
-def _parse_overrides(overrides: list[str]):
-    """The ``key=value`` overrides as one config; a value YAML cannot parse (``attacks={loss:{steps:[0]}}``: YAML
-    needs a space after each ':') or a key that is empty is one line naming that override, not the sweep file."""
+def _parse_overrides(overrides: list[str]) -> list:
+    """Each ``key=value`` override as a config of its own; a value YAML cannot parse (``attacks={loss:{steps:[0]}}``:
+    YAML needs a space after each ':') or a key that is empty is one line naming that override, not the sweep file."""
+    parsed = []
     for o in overrides:
         key = o.split("=", 1)[0].strip()
         if not key or "=" not in o or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {o!r}: allowed: key=value, e.g. train.steps=100 or attacks.loss.steps=[0,50]")
+            raise ConfigError(f"{_blame(o)}: allowed: key=value, e.g. train.steps=100 or attacks.loss.steps=[0,50]")
         if "[" in key:  # omegaconf read seeds[0]=5 as a mapping {'0': 5} and failed to merge a list item
-            raise ConfigError(f"override {o!r}: an item of a list cannot be set alone; allowed: the whole list, "
+            raise ConfigError(f"{_blame(o)}: an item of a list cannot be set alone; allowed: the whole list, "
                               f"e.g. {key.split('[', 1)[0]}=[...]")
         try:
-            OmegaConf.from_dotlist([o])
+            parsed.append(OmegaConf.from_dotlist([o]))
         except Exception as e:  # yaml's ScannerError / ParserError, omegaconf's grammar errors
             raise ConfigError(
-                f"override {o!r}: cannot parse its value ({' '.join(str(e).split())[:160]}); allowed: a YAML value, "
+                f"{_blame(o)}: cannot parse its value ({' '.join(str(e).split())[:160]}); allowed: a YAML value, "
                 "e.g. attacks='{loss: {steps: [0, 50]}}' (a space after each ':')"
             ) from None
-    return OmegaConf.from_dotlist(overrides)
+    return parsed
 
 
-def _check_sections(c, path: str, overrides: list[str] | None = None) -> None:
+def _check_sections(c, where: str) -> None:
     """A section (``data:``, ``model:``, ``attacks:``, ...) is a mapping or null: omegaconf's own message for
     ``data: 5`` or ``attacks: [loss]`` names no key."""
     hints = typing.get_type_hints(SweepConfig)
     for name in c:
         kind = hints.get(str(name))
+        if OmegaConf.is_interpolation(c, name):  # ${...}: checked once merged, resolved
+            continue
         value = c[name]
         if (is_dataclass(kind) or kind is dict) and value is not None and not OmegaConf.is_dict(value):
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
@@ -156,8 +244,7 @@ def _check_sections(c, path: str, overrides: list[str] | None = None) -> None:
                 "a mapping of attack names to their parameters, e.g. attacks: {loss: {steps: [100]}}"
                 if kind is dict else f"a mapping of its keys ({', '.join(f.name for f in fields(kind))})"
             )
-            where = path if overrides is None else f"override {_override_of(overrides, str(name))!r}"
-            raise ConfigError(f"{where}: {name} = {shown!r}; allowed: {allowed}")
+            raise ConfigError(f"{where}{name} = {shown!r}; allowed: {allowed}")
 
 
 def _container(kind) -> str | None:
@@ -192,6 +279,8 @@ def check_containers(c, cls, where: str, prefix: str = "") -> None:
             check_containers(value, kind, where, f"{key}.")
         if cls is SweepConfig and name == "attacks" and is_dict:
             for attack in value:
+                if OmegaConf.is_interpolation(value, attack):
+                    continue
                 params = value[attack]
                 if OmegaConf.is_list(params):
                     raise ConfigError(f"{where}attacks.{attack} = {OmegaConf.to_container(params)!r}; allowed: a "
@@ -231,6 +320,8 @@ def check_booleans(values, cls, prefix: str, where: str = "") -> None:
         if f.name not in values:
             continue
         v, t = values[f.name], hints[f.name]
+        if isinstance(v, str) and "${" in v:  # an interpolation, not yet resolved: omegaconf types what it gives
+            continue
         if t is bool and not isinstance(v, bool):
             raise ConfigError(f"{where}{prefix}{f.name} = {v!r}; allowed: true or false")
         if t in (str, str | None) and isinstance(v, bool):
@@ -252,7 +343,8 @@ def _resolved_yaml(merged) -> str:
 
 def import_plugins(modules: list[str], key: str = "plugins") -> None:
     """Import each plugin module; a name that is not a module path ('' raised ValueError, '.x' TypeError), a
-    missing module or one with a syntax error is one line naming it."""
+    missing module, one with a syntax error, one whose import raises (a RuntimeError, a name registered twice: a
+    traceback) or exits is one line naming it."""
     for m in modules:
         try:
             if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", str(m)):
@@ -261,6 +353,10 @@ def import_plugins(modules: list[str], key: str = "plugins") -> None:
         except (ImportError, SyntaxError) as e:
             reason = " ".join(f"{type(e).__name__ if isinstance(e, SyntaxError) else ''} {e}".split())
             raise ConfigError(f"{key}: cannot import {m!r} ({reason}); allowed: importable module names") from None
+        except (Exception, SystemExit) as e:  # the plugin's own code failed while it was imported
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            raise ConfigError(f"{key}: importing {m!r} raised {reason}; allowed: modules that import cleanly (fix "
+                              "the plugin, or leave it out)") from None
 
 
 def _absolute_paths(cfg: SweepConfig) -> None:
@@ -387,12 +483,18 @@ def check_utility(u, num_steps: int) -> None:
 
 
 def check_audit(a) -> None:
-    """audit: canaries >= 0; k_plus, k_minus >= 0 with 1 <= k_plus + k_minus <= canaries; 0 < alpha < 1."""
+    """audit: canaries >= 0; k_plus, k_minus >= 0 with 1 <= k_plus + k_minus <= canaries; 0 < alpha < 1; without
+    canaries, k_plus / k_minus null and alpha its default (set, they were ignored: no audit ran)."""
     if a.canaries < 0:
         raise ConfigError(f"audit.canaries = {a.canaries}; allowed: an integer >= 0 (0 = no canary audit)")
     if not 0 < a.alpha < 1:
         raise ConfigError(f"audit.alpha = {a.alpha}; allowed: 0 < alpha < 1")
-    if a.canaries == 0:
+    if a.canaries == 0:  # the guesses and the level of an audit that does not run were ignored without a word
+        unused = [f"audit.{k} = {v:g}" for k, v, default in (("k_plus", a.k_plus, None), ("k_minus", a.k_minus, None),
+                                                              ("alpha", a.alpha, AuditConfig.alpha)) if v != default]
+        if unused:
+            raise ConfigError(f"{', '.join(unused)} with audit.canaries = 0 (no canary audit): allowed: audit.canaries "
+                              ">= 1 to run the audit, or leave k_plus / k_minus null and alpha at 0.05")
         return
     k_plus, k_minus = a.guesses()
     if k_plus < 0 or k_minus < 0 or not 1 <= k_plus + k_minus <= a.canaries:

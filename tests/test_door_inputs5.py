@@ -365,7 +365,8 @@ def test_a_file_refused_on_opening_names_its_key(tmp_path):
     ("nokey=1", r"^override 'nokey=1': Key 'nokey' not in 'SweepConfig'; allowed keys: name, output, store, "),
     ("train.nokey=3", r"^override 'train\.nokey=3': Key 'nokey' not in 'TrainConfig'; allowed keys: steps, "),
     ("data.resolution=8.0", r"^override 'data\.resolution=8\.0': Value '8\.0' of type 'float' could not be converted"),
-    ("epsilons=[abc]", r"^override 'epsilons=\[abc\]': Value 'abc' of type 'str' could not be converted to Float$"),
+    ("epsilons=[abc]", r"^override 'epsilons=\[abc\]': Value 'abc' of type 'str' could not be converted to Float; "
+                       r"allowed: a list of numbers$"),
     ("data=3", r"^override 'data=3': data = 3; allowed: a mapping of its keys \(source, path, "),
 ])
 def test_an_override_of_an_unknown_key_or_wrong_type_names_the_override(tmp_path, override, line):

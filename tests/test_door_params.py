@@ -47,12 +47,18 @@ def test_a_mapping_where_a_list_belongs_names_the_key(tmp_path, over, line):
 
 
 @pytest.mark.parametrize("override, line", [
-    ("attacks.pia.steps={a: 1}", r"^override attacks\.pia\.steps = \{'a': 1\}; allowed: a list \(e\.g\. \[10, 20\]\)$"),
-    ("resources.node_types=[1]", r"^override resources\.node_types = \[1\]; allowed: a mapping"),
+    # every override error starts "override 'key=value': " (door7: these said "override key = ...")
+    ("attacks.pia.steps={a: 1}",
+     r"^override 'attacks\.pia\.steps=\{a: 1\}': attacks\.pia\.steps = \{'a': 1\}; allowed: a list \(e\.g\. "
+     r"\[10, 20\]\)$"),
+    ("resources.node_types=[1]",
+     r"^override 'resources\.node_types=\[1\]': resources\.node_types = \[1\]; allowed: a mapping"),
     # a scalar: "sweeps/s.yaml: key 'resources.node_types': Cannot assign int to Dict[Any, Any]"
-    ("resources.node_types=5", r"^override resources\.node_types = 5; allowed: a mapping \(e\.g\. \{key: value\}\)$"),
-    ("plugins=a", r"^override plugins = 'a'; allowed: a list \(e\.g\. \[10, 20\]\)$"),
-    ("attacks.loss=[1]", r"^override attacks\.loss = \[1\]; allowed: a mapping of its parameters, or null"),
+    ("resources.node_types=5",
+     r"^override 'resources\.node_types=5': resources\.node_types = 5; allowed: a mapping \(e\.g\. \{key: value\}\)$"),
+    ("plugins=a", r"^override 'plugins=a': plugins = 'a'; allowed: a list \(e\.g\. \[10, 20\]\)$"),
+    ("attacks.loss=[1]",
+     r"^override 'attacks\.loss=\[1\]': attacks\.loss = \[1\]; allowed: a mapping of its parameters, or null"),
 ])
 def test_an_override_of_the_wrong_container_names_the_override(tmp_path, override, line):
     with pytest.raises(ConfigError, match=line) as e:

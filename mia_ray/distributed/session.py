@@ -12,7 +12,7 @@ import ray
 import yaml
 
 from ..errors import ConfigError
-from ..preflight import ClusterView, NodeType, node_types_from_cluster_yaml
+from ..preflight import ClusterView, NodeType, check_address, node_types_from_cluster_yaml
 
 log = logging.getLogger("mia_ray")
 
@@ -59,18 +59,14 @@ def ray_session(address: str | None, num_cpus: int | None, log_to_driver: bool =
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """One line when nothing listens at a ``host:port`` or ``ray://host:port`` address: ray.init itself retries
-    an unreachable GCS for minutes (measured: still waiting after 2 min) before a multi-line error."""
-    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
-    if not m and address not in ("auto", "local") and "://" not in address:  # ray.init: a ValueError traceback
-        raise ConfigError(
-            f"--address {address} (or RAY_ADDRESS): not a Ray address; allowed: host:port of a Ray head "
-            "(e.g. 10.0.0.5:6379), ray://host:port (Ray Client), or auto"
-        )
-    if not m:  # "auto", ray://host and the like: Ray resolves them
+    """One line when ``address`` is no Ray address (:func:`~mia_ray.preflight.check_address`) or nothing listens at
+    its ``host:port`` / ``ray://host:port``: ray.init itself retries an unreachable GCS for minutes (measured: still
+    waiting after 2 min) before a multi-line error."""
+    hostport = check_address(address)
+    if hostport is None:  # "auto", "local", a client module's scheme: Ray resolves them
         return
     try:
-        with socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s):
+        with socket.create_connection(hostport, timeout=timeout_s):
             return
     except OSError as e:
         raise ConfigError(
