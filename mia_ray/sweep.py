@@ -296,8 +296,9 @@ def _run(args) -> int:
     check_resumable(root, trials)
     check_readable(root)
     errors = _run_on_ray(cfg, yaml_text, trials, root, address, args.verbose)
-    _print_results(root, trials, report=not args.no_report)
-    return _exit_status(root, trials, errors)
+    summarised = _print_results(root, trials, report=not args.no_report)
+    status = _exit_status(root, trials, errors)
+    return status or (0 if summarised else 1)  # every trial complete, but its summary printed an error
 
 
 def _check_finite_bill(billed: dict, args) -> None:
@@ -350,25 +351,27 @@ def _run_on_ray(cfg, yaml_text: str, trials: list, root: str, address: str | Non
             console.close()
 
 
-def _print_results(root: str, trials: list, report: bool) -> None:
-    """The analysis of what was written (one call into ``analysis``: it reads only the Parquet results)."""
+def _print_results(root: str, trials: list, report: bool) -> bool:
+    """The analysis of what was written (one call into ``analysis``: it reads only the Parquet results); False
+    when it printed an error instead."""
     from analysis import AnalysisError, finish
 
     from .results import SCHEMA_VERSION, tables_written, trial_done
 
     if not any(trial_done(root, t.trial_id) for t in trials):
         print("error: no trial finished: nothing to summarise or report", file=sys.stderr)
-        return
+        return False
     try:
         text, path = finish(root, report=report)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
-        return
+        return False
     print()
     print(text)
     print(f"\nresults: {root}/{{{','.join(tables_written(root))}}}/  (schema v{SCHEMA_VERSION})")
     if path:
         print(f"report: {path}")
+    return True
 
 
 def _exit_status(root: str, trials: list, errors: list) -> int:
