@@ -100,12 +100,24 @@ def _merge(path: str, overrides: list[str] | None):
         except OmegaConfBaseException as e:
             raise ConfigError(f"{_blame(o)}: {_omegaconf_message(e)}") from None
     try:
+        _list_interpolated_axes(merged)
         return OmegaConf.to_object(merged), merged
     except OmegaConfBaseException as e:  # an interpolation (${...}) that does not resolve, say
         key = getattr(e, "full_key", None) or "?"
         o = _override_of(overrides, key) or _first_unresolvable(raw, singles, overrides)
         where = f"{path}: key {key!r}" if o is None else _blame(o)
         raise ConfigError(f"{where}: {_omegaconf_message(e)}") from None
+
+
+def _list_interpolated_axes(merged) -> None:
+    """A grid axis given as ``${...}`` of one value (``seeds: ${eval_size}``) is a one-point grid, as a scalar is:
+    resolved on the merged sweep (an untyped copy: the typed one refused the int for its list) and listed."""
+    plain = None
+    for axis in GRID_AXES:
+        if OmegaConf.is_interpolation(merged, axis):
+            plain = plain or OmegaConf.create(OmegaConf.to_container(merged))
+            value = plain[axis]
+            merged[axis] = value if OmegaConf.is_list(value) else [value]
 
 
 def _first_unresolvable(raw, singles: list, overrides: list[str]) -> str | None:

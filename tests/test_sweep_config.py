@@ -255,3 +255,18 @@ def test_plugins_that_cannot_be_imported_are_one_line(tmp_path, monkeypatch, nam
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match=rf"^plugins: cannot import '{re.escape(name)}' \({reason}.*\); allowed: "):
         load(tmp_path, plugins=[name])
+
+
+def test_a_grid_axis_given_as_an_interpolation_of_one_value_is_a_one_point_grid(tmp_path):
+    """``seeds: ${eval_size}`` ran seeds [16] on main (the file's axis was resolved, then listed); with the overrides
+    merged one at a time it was refused as "key '?': int is not a ListConfig" (no key, nothing allowed). Now resolved
+    on the merged sweep, so an override of the key it names counts, as for any other interpolation."""
+    assert sweep_config.load(_raw(tmp_path, "seeds: ${eval_size}\n"))[0].seeds == [16]
+    assert sweep_config.load(_raw(tmp_path, "seeds: ${eval_size}\n"), ["eval_size=8"])[0].seeds == [8]
+    assert sweep_config.load(_raw(tmp_path, ""), ["seeds=${eval_size}"])[0].seeds == [16]
+    assert sweep_config.load(_raw(tmp_path, "seeds: ${train_sizes}\n"))[0].seeds == [64]
+    with pytest.raises(ConfigError, match=r"raw\.yaml: key 'seeds': Interpolation key 'nope' not found$"):
+        sweep_config.load(_raw(tmp_path, "seeds: ${nope}\n"))
+    with pytest.raises(ConfigError, match=r"^override 'seeds=\$\{name\}': .*'\w+'.* could not be converted to "
+                                          r"Integer; allowed: a list of integers$"):
+        sweep_config.load(_raw(tmp_path, "name: t\n"), ["seeds=${name}"])
