@@ -2,10 +2,11 @@
 its rename left behind (no torch, no ray).
 
 The store is shared by concurrent sweeps, so a temporary is removed only when no live writer can own it. Its
-name ends with its writer, ``p<pid>@<host>``: one whose process is gone from this host is abandoned at once (the
-rerun after a ``kill -9`` of a whole sweep, measured: a utility grid's ``.<name>.png.<hex>.tmp`` and a feature
-net's ``.tmp-<key>-<hex>`` survived the rerun); any other (a writer on another node, or a name from before the
-tag) once older than STALE_SECONDS (a save takes seconds). A reused pid reads as alive: kept until stale.
+name ends with its writer, ``p<pid>@<host>.ns<pid namespace>``: one whose process is gone from this host is
+abandoned at once (the rerun after a ``kill -9`` of a whole sweep, measured: a utility grid's
+``.<name>.png.<hex>.tmp`` and a feature net's ``.tmp-<key>-<hex>`` survived the rerun); any other (a writer on
+another node, or a name from before the tag) once older than STALE_SECONDS (a save takes seconds). A reused pid
+reads as alive: kept until stale.
 """
 
 from __future__ import annotations
@@ -17,7 +18,20 @@ import socket
 import time
 
 STALE_SECONDS = 3600  # a temporary this old has no live writer
-HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"  # no '-': the tag parses from the right
+
+
+def _host() -> str:
+    """This host and pid namespace (``<hostname>.ns<inode>``): containers sharing a hostname (``--network host``)
+    have pid tables of their own, and a writer alive in one reads as gone in the other. No '-': the tag parses
+    from the right."""
+    try:
+        ns = ".ns" + os.readlink("/proc/self/ns/pid").split("[", 1)[1].rstrip("]")  # pid:[4026531836]
+    except (OSError, IndexError):  # not Linux
+        ns = ""
+    return (re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host") + ns
+
+
+HOST = _host()
 _TAG = re.compile(r"-p(\d+)@([A-Za-z0-9._]+?)(?:\.tmp)?$")
 
 

@@ -105,3 +105,13 @@ def test_a_dead_writers_feature_net_temporary_is_removed_by_the_rerun(tmp_path, 
     monkeypatch.setattr(features_mod, "train_features", lambda *a, **k: pytest.fail("retrained"))
     get_or_train_features(store, DIGITS, cfg)
     assert sorted(os.listdir(where)) == sorted([key, live, other])
+
+
+def test_the_writer_tag_names_its_pid_namespace(tmp_path, dead_pid):
+    """Two containers on one machine may share a hostname (``--network host``) but not a pid table: a writer alive in
+    the other container read as gone here, and its temporary was removed mid-save (its rename then failed). The tag
+    names the pid namespace, so only a writer of this pid table is judged by it."""
+    ns = os.readlink("/proc/self/ns/pid").split("[")[1].rstrip("]")
+    assert store_temps.HOST.endswith(f".ns{ns}")
+    other = store_temps.HOST[: -len(ns)] + "1"  # the same hostname, another pid namespace
+    assert not store_temps.abandoned(_make(str(tmp_path / f".tmp-abc-{'0' * 32}-p{dead_pid}@{other}")))
