@@ -188,6 +188,9 @@ def test_the_attacks_named_replace_the_default_loss(tmp_path):
     assert list(cfg.attacks) == ["pia", "sima"]  # a dotted override adds to the sweep's attacks
     cfg, _ = sweep_config.load(_raw(tmp_path, "attacks: {loss: null}\n"), ["attacks={secmi: {}}"])
     assert list(cfg.attacks) == ["secmi"]  # a whole-value override replaces them
+    for overrides in (["attacks={pia: {}}", "attacks={secmi: {}}"], ["attacks.pia.p=3", "attacks={secmi: {}}"]):
+        cfg, _ = sweep_config.load(_raw(tmp_path, ""), overrides)  # in order: the last whole value replaces all
+        assert list(cfg.attacks) == ["secmi"]  # (before session 12 the two were merged: pia ran too)
     assert list(sweep_config.load(_raw(tmp_path, ""))[0].attacks) == ["loss"]  # none named: the default
     with pytest.raises(ConfigError, match=r"^attacks is empty; allowed: (\w+, )*likelihood, lira, loss"):
         sweep_config.load(_raw(tmp_path, "attacks: {}\n"))
