@@ -21,10 +21,13 @@ NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "beegfs", "gpfs", "ceph",
 def warnings_after_checks(logger: str = "mia_ray"):
     """Hold the warnings ``logger`` emits inside the block; print them (each distinct one once) only when the block
     passes. A refusal is then the one line it should be: given sets with in-set copies printed four warning lines
-    (two per set, the same lines twice for one file) before the error that refused them."""
+    (two per set, the same lines twice for one file) before the error that refused them. A record logged with
+    ``extra={"now": True}`` (a line announcing a long wait) passes at once."""
     held: list[logging.LogRecord] = []
 
     def hold(record: logging.LogRecord) -> bool:
+        if getattr(record, "now", False):
+            return True
         held.append(record)
         return False
 

@@ -276,3 +276,26 @@ def test_an_epsilon_unreachable_on_members_plus_included_canaries_is_refused_wit
     check_data(_sweep(tmp_path, epsilons=[0.05], train=train, dp={"accountant": "prv"}, audit={"canaries": 256},
                       utility={"enabled": False}))  # PRV reaches it
     check_data(_sweep(tmp_path, epsilons=[10], train=train, audit={"canaries": 256}, utility={"enabled": False}))
+
+
+def test_the_prv_line_of_the_pool_check_is_printed_before_the_wait(tmp_path, monkeypatch, caplog):
+    """check_data holds the door's warnings until every check passes (one-line refusals), but the line saying that
+    PRV's calibration (seconds to minutes) is being checked must come before that wait, not after it."""
+    import opacus.accountants.utils as opacus_utils
+
+    from mia_ray.preflight import check_data
+
+    real, seen = opacus_utils.get_noise_multiplier, []
+
+    def timed(*a, **k):  # what the console had shown when PRV's calibration started
+        if k.get("accountant") == "prv":
+            seen.append([r.getMessage() for r in caplog.records])
+        return real(*a, **k)
+
+    monkeypatch.setattr(opacus_utils, "get_noise_multiplier", timed)
+    train = {**sweep_files.TINY["train"], "steps": 300}
+    with caplog.at_level("WARNING", logger="mia_ray"):
+        check_data(_sweep(tmp_path, epsilons=[0.05], train=train, dp={"accountant": "prv"}, audit={"canaries": 256},
+                          utility={"enabled": False}))
+    assert seen and all(any("checking Opacus' PRV calibration" in m for m in shown) for shown in seen)
+    assert sum("checking Opacus' PRV" in r.getMessage() for r in caplog.records) == len(seen)  # once each

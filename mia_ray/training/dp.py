@@ -68,7 +68,7 @@ def check_budget(epsilon: float, delta: float, train_size: int, batch_size: int,
         if name == "prv":  # minutes on small full-batch sets over many steps: say so before the wait
             log.warning("epsilon %g at delta %g over %d steps on %s: RDP cannot reach it; checking Opacus' PRV "
                         "calibration (seconds to minutes)", epsilon, delta, epochs * batches,
-                        images or f"train_size {train_size}")
+                        images or f"train_size {train_size}", extra={"now": True})  # not held by the door
         try:
             with warnings.catch_warnings():  # "Optimal order is the largest alpha": a warning line at the door
                 warnings.simplefilter("ignore")
