@@ -98,7 +98,7 @@ def _merge(path: str, overrides: list[str] | None):
                 merged.attacks = single.attacks
             merged = OmegaConf.merge(merged, single)
         except OmegaConfBaseException as e:
-            raise ConfigError(f"{_blame(o)}: {_omegaconf_message(e)}") from None
+            raise ConfigError(f"{_blame(o)}: {_omegaconf_message(e, o.split('=', 1)[0].strip())}") from None
     try:
         _list_interpolated_axes(merged)
         return OmegaConf.to_object(merged), merged
@@ -106,7 +106,7 @@ def _merge(path: str, overrides: list[str] | None):
         key = getattr(e, "full_key", None) or "?"
         o = _override_of(overrides, key) or _first_unresolvable(raw, singles, overrides)
         where = f"{path}: key {key!r}" if o is None else _blame(o)
-        raise ConfigError(f"{where}: {_omegaconf_message(e)}") from None
+        raise ConfigError(f"{where}: {_omegaconf_message(e, o and o.split('=', 1)[0].strip())}") from None
 
 
 def _list_interpolated_axes(merged) -> None:
@@ -161,15 +161,16 @@ def _check_part(c, where: str) -> None:
     check_booleans(plain, SweepConfig, "", where)
 
 
-def _omegaconf_message(e: OmegaConfBaseException) -> str:
+def _omegaconf_message(e: OmegaConfBaseException, key: str | None = None) -> str:
     """The first line of omegaconf's message; for an unknown key without a close match, the keys allowed there; for a
-    value of the wrong type, the type allowed ("Cannot convert 'ListConfig' to string" said nothing of a string)."""
+    value of the wrong type, the type allowed ("Cannot convert 'ListConfig' to string" said nothing of a string) of
+    the key omegaconf names, else of ``key`` (an override's: omegaconf names none for an interpolated value)."""
     msg = str(e).splitlines()[0]
     known = getattr(e, "object_type", None)
     if "not in" in msg and "Did you mean" not in msg and is_dataclass(known):  # an unknown key, none close
         msg += f"; allowed keys: {', '.join(f.name for f in fields(known))}"
     elif isinstance(e, ValidationError) and "allowed" not in msg:  # not an unresolved ${...}: nothing to type
-        allowed = _allowed_type(getattr(e, "full_key", None) or "")
+        allowed = _allowed_type(getattr(e, "full_key", None) or key or "")
         if allowed:
             msg += f"; allowed: {allowed}"
     return msg

@@ -286,3 +286,13 @@ def test_an_output_flag_error_names_the_flag(tmp_path, capfd, monkeypatch, outpu
     assert main([path, "--dry-run", "--output", output]) == 2
     line = _one_error_line(capfd)
     assert line.startswith(f"error: --output {output}: {rest}") and "allowed: a string" not in line, line
+
+
+def test_an_interpolated_override_of_the_wrong_type_says_what_the_key_takes(tmp_path):
+    """omegaconf names no key for these (its full_key is empty): the override's own key says what is allowed."""
+    for override, allowed in (("family=${data}", "a mapping of its keys (name, "),
+                              ("seeds=${name}", "a list of integers"),
+                              ("audit=${train}", "a mapping of its keys (canaries, ")):
+        with pytest.raises(ConfigError) as e:
+            load(tmp_path, [override])
+        assert str(e.value).startswith(f"override {override!r}: ") and f"; allowed: {allowed}" in str(e.value)
