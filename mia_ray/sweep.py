@@ -286,6 +286,8 @@ def _run(args) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS="" is no address
     if address and not args.address:  # refused by ray_session too, but only after the data had been read
         check_address(address, f"RAY_ADDRESS={address!r} (the sweep's Ray address when --address is not given)")
+    if address == "local":  # a new local Ray, as without an address: resources.num_cpus and the local checks apply
+        address = None
     ray = sys.modules.get("ray")  # not imported here: a Ray this process already joined (ray_session reuses it)
     if address is None and not (ray and ray.is_initialized()):  # may be larger than this machine
         check_local_cpus(cfg.resources)

@@ -32,3 +32,22 @@ def test_a_summary_that_fails_after_every_trial_completed_exits_1(tmp_path, caps
     out = capsys.readouterr()
     assert ("error: " in out.err and "cannot read Parquet" in out.err) == summary_fails
     assert ("SUMMARY-TEXT" in out.out) != summary_fails
+
+
+@pytest.mark.parametrize("flag, env", [(["--address", "local"], None), ([], "local")])
+def test_address_local_is_the_sweeps_own_local_ray(tmp_path, monkeypatch, flag, env):
+    """``local`` (allowed beside auto and host:port) is a new local Ray, as with no address: the local CPU check
+    runs and Ray gets resources.num_cpus; it was taken for a cluster's address (both skipped)."""
+    from mia_ray import preflight
+
+    seen, checked = [], []
+    monkeypatch.setattr(sweep_cli, "_run_on_ray", lambda *a, **k: seen.append(a[4]) or [])
+    monkeypatch.setattr(preflight, "check_local_cpus", lambda r: checked.append(r))
+    monkeypatch.setattr(sweep_cli, "_print_results", lambda *a, **k: True)
+    monkeypatch.setattr(sweep_cli, "_exit_status", lambda *a, **k: 0)
+    if env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    assert sweep_cli.main([_sweep(tmp_path), *flag]) == 0
+    assert seen == [None] and len(checked) == 1
