@@ -127,6 +127,7 @@ def _first_unresolvable(raw, singles: list, overrides: list[str]) -> str | None:
     for o, single in zip([None, *overrides], [OmegaConf.create(), *singles], strict=True):
         try:
             merged = OmegaConf.merge(merged, single)
+            _list_interpolated_axes(merged)
             OmegaConf.to_object(merged)
         except OmegaConfBaseException:
             return o

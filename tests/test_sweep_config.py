@@ -273,3 +273,10 @@ def test_a_grid_axis_given_as_an_interpolation_of_one_value_is_a_one_point_grid(
     with pytest.raises(ConfigError, match=r"^override 'seeds=\$\{name\}': .*'\w+'.* could not be converted to "
                                           r"Integer; allowed: a list of integers$"):
         sweep_config.load(_raw(tmp_path, "name: t\n"), ["seeds=${name}"])
+
+
+def test_an_unresolvable_override_is_named_beside_an_interpolated_axis_of_the_file(tmp_path):
+    """Where omegaconf names no key, the override to blame is found by resolving the sweep override by override;
+    that search did not list a file's ``seeds: ${eval_size}``, so the file alone failed and was blamed."""
+    with pytest.raises(ConfigError, match=r"^override 'family=\$\{data\}': Invalid type assigned"):
+        sweep_config.load(_raw(tmp_path, "seeds: ${eval_size}\n"), ["train.lr=0.1", "family=${data}"])
