@@ -178,9 +178,10 @@ def bill_text(result: dict) -> str:
         lines.append(f"  {k:<22} {h:>14,.1f} h{cost}")
     if not result.get("done_checked", True):
         lines.append("  (remote output or store: work already done there is not subtracted)")
-    elif result.get("done_trials") or result.get("stored_targets") or result.get("stored_utility"):
-        lines.append(f"  not billed: {result['done_trials']} trial(s) already complete, {result['stored_targets']} "
-                     "stored target(s) / reference model(s) not trained again")
+    else:
+        if result.get("done_trials") or result.get("stored_targets"):
+            lines.append(f"  not billed: {result['done_trials']} trial(s) already complete, "
+                         f"{result['stored_targets']} stored target(s) / reference model(s) not trained again")
         if result.get("stored_utility"):
             lines.append(f"  not billed: {result['stored_utility']} stored utility record(s) not sampled again")
     return "\n".join(lines)

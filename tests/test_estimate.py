@@ -183,4 +183,6 @@ def test_a_stored_utility_record_is_not_billed_again(tmp_path, capsys):
     assert done.utility == {t.spec.target_id} and not done.trials and not done.targets
     out = bill(trials, FAKE, 1000, done=done)
     assert out["device_hours"]["utility"] == pytest.approx(full - per_target)
-    assert "1 stored utility record(s) not sampled again" in bill_text(out)
+    text = bill_text(out)
+    assert "1 stored utility record(s) not sampled again" in text
+    assert "trial(s) already complete" not in text  # no "0 trial(s) ..., 0 stored target(s)" line
