@@ -50,8 +50,9 @@ class ModelConfig:
     attention: bool = False  # attention blocks in the lowest-resolution level
     norm_num_groups: int = 8
     pretrained: str | None = None  # a diffusers UNet2DModel directory (safetensors) to attack as is
-    # bf16 autocast of the network on CUDA (plain training and every attack; DP-SGD and the utility sampler
-    # run fp32); false = fp32 everywhere. No effect on CPU (fp32: see attacks/adapter.py for the measurement)
+    # bf16 autocast of the network on CUDA (plain training and every attack but the likelihood; DP-SGD, the
+    # likelihood's ODE, whose solver controls its error, and the utility sampler run fp32); false = fp32
+    # everywhere. No effect on CPU (fp32: see attacks/adapter.py for the measurement)
     bf16: bool = True
 
 

@@ -153,7 +153,7 @@ def resources_line(r) -> str:
         return "auto" if v is None else f"{v:g}"
 
     return (
-        f"  resources: {show(r.max_concurrent_trials)} concurrent trial(s), {r.scorer_actors} scorer actor(s) "
+        f"  resources: {show(r.max_concurrent_trials)} concurrent trial(s), {r.scorer_actors} scoring worker(s) "
         f"x {show(r.scorer_cpus)} CPU / {show(r.scorer_gpus)} GPU, training {show(r.train_cpus)} CPU / "
         f"{show(r.train_gpus)} GPU"
     )
