@@ -70,7 +70,8 @@ class Timing:
 
 @dataclass(frozen=True)
 class Done:
-    """Work a rerun skips: trial ids complete in the results folder, target ids complete in the store."""
+    """Work a rerun skips: trial ids complete in the results folder, target ids complete in the store, target ids
+    whose utility record is in the store."""
 
     trials: frozenset = frozenset()
     targets: frozenset = frozenset()
@@ -101,15 +102,19 @@ def done_work(trials, results_root: str, store_root: str) -> Done:
 def _utility_done(trials, done: frozenset, store_root: str) -> frozenset:
     """Target ids of not-done trials whose utility record is stored (a rerun reads it, not samples again). Its key
     needs the pool's size: a pool that cannot be opened here is billed (the sweep would refuse it anyway)."""
+    from .data import open_source
     from .errors import DataError
     from .utility.target import is_measured
 
-    out = set()
+    out, sources = set(), {}  # each pool opened once, however many trials read it (a folder lists its files)
     for t in trials:
         if t.trial_id in done or t.utility is None or not t.utility.enabled:
             continue
         try:
-            if is_measured(store_root, t.spec, t.spec.target_id, t.utility, t.heldout_from):
+            data = json.dumps(dataclasses.asdict(t.spec.data), sort_keys=True)
+            if data not in sources:
+                sources[data] = open_source(t.spec.data)
+            if is_measured(store_root, t.spec, t.spec.target_id, t.utility, t.heldout_from, sources[data]):
                 out.add(t.spec.target_id)
         except (DataError, OSError):
             continue
@@ -121,7 +126,8 @@ def bill(trials, timing: Timing, num_steps: int, price_per_hour: float | None = 
     "total": h}) and, with a price, cost. It counts what ``--dry-run``'s plan counts: the reference models an
     attack such as LiRA trains (each once, however many trials share it) and scores beside the target, the
     canaries every attack scores, and the DDIM samples of the utility measurement; each target is trained once
-    however many trials attack it. ``done``'s complete trials and stored targets are not billed."""
+    however many trials attack it. ``done``'s complete trials, stored targets and stored utility records are not
+    billed."""
     from .attacks import ATTACKS
     from .references import reference_specs
 

@@ -51,21 +51,22 @@ def _clear_temps(store: str, target_id: str, key: str) -> None:
         clear_abandoned(os.path.dirname(meta_path), own)
 
 
-def heldout_of(spec: TargetSpec, cfg: UtilityConfig, heldout_from: int) -> tuple[np.ndarray, object]:
-    """(held-out ids, the opened pool) of ``spec``: at most ``cfg.heldout``, members of no target."""
+def heldout_of(spec: TargetSpec, cfg: UtilityConfig, heldout_from: int, source=None) -> tuple[np.ndarray, object]:
+    """(held-out ids, the opened pool) of ``spec``: at most ``cfg.heldout``, members of no target. ``source``:
+    ``spec.data`` already opened (else it is opened here)."""
     from ..canaries import heldout_count, heldout_ids
     from ..data import open_source
 
-    source = open_source(spec.data)
+    source = open_source(spec.data) if source is None else source
     m = spec.canaries.m if spec.canaries is not None else 0
     count = heldout_count(len(source), heldout_from, cfg.heldout, m)
     return heldout_ids(spec, len(source), heldout_from, count), source
 
 
-def _stored_key(spec: TargetSpec, target_id: str, cfg: UtilityConfig, heldout_from: int) -> str:
+def _stored_key(spec: TargetSpec, target_id: str, cfg: UtilityConfig, heldout_from: int, source=None) -> str:
     from .features import FeatureConfig, feature_key
 
-    held, source = heldout_of(spec, cfg, heldout_from)
+    held, source = heldout_of(spec, cfg, heldout_from, source)
     return utility_key(target_id, cfg, held, feature_key(spec.data, len(source), FeatureConfig()))
 
 
@@ -74,9 +75,11 @@ def stored(store: str, target, cfg: UtilityConfig, heldout_from: int) -> dict | 
     return _read(store, target.target_id, _stored_key(target.spec, target.target_id, cfg, heldout_from))
 
 
-def is_measured(store: str, spec: TargetSpec, target_id: str, cfg: UtilityConfig, heldout_from: int) -> bool:
-    """Whether the utility record of target ``target_id`` (of ``spec``) is complete in ``store`` (its JSON)."""
-    fs, meta, _ = _paths(store, target_id, _stored_key(spec, target_id, cfg, heldout_from))
+def is_measured(store: str, spec: TargetSpec, target_id: str, cfg: UtilityConfig, heldout_from: int,
+                source=None) -> bool:
+    """Whether the utility record of target ``target_id`` (of ``spec``) is complete in ``store`` (its JSON);
+    ``source``: ``spec.data`` already opened."""
+    fs, meta, _ = _paths(store, target_id, _stored_key(spec, target_id, cfg, heldout_from, source))
     return fs.get_file_info(meta).type == pafs.FileType.File
 
 
